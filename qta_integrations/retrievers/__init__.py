@@ -1,0 +1,1 @@
+"""Framework adapters: thin layers over `qta_integrations.pipeline.QTAPipeline`."""
