@@ -15,6 +15,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from qta_integrations.agents.langgraph import QTAToolSelector, create_qta_agent
     from qta_integrations.embeddings import default_embeddings
     from qta_integrations.index import (
         ExactToolIndex,
@@ -28,8 +29,10 @@ if TYPE_CHECKING:
     from qta_integrations.prompts import RewriteExample, RewritePrompt, RewriteRequest
     from qta_integrations.ranking import RankingFunction, SufficiencyNDCG, fuse_hits
     from qta_integrations.retrievers.langchain import QTARetriever
+    from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever, QTAToolRetriever
     from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter, RunnableRewriter
     from qta_integrations.tools import Tool, ToolCatalog
+    from qta_integrations.training import QTATrainer, QTATrainingConfig
 
 try:
     __version__ = metadata.version("qta-integrations")
@@ -40,8 +43,13 @@ _LAZY: dict[str, str] = {
     "ExactToolIndex": "qta_integrations.index",
     "HuggingFaceRewriter": "qta_integrations.rewriter",
     "LlamaIndexToolIndex": "qta_integrations.index",
+    "QTALlamaIndexRetriever": "qta_integrations.retrievers.llama_index",
     "QTAPipeline": "qta_integrations.pipeline",
     "QTARetriever": "qta_integrations.retrievers.langchain",
+    "QTATrainer": "qta_integrations.training",
+    "QTATrainingConfig": "qta_integrations.training",
+    "QTAToolSelector": "qta_integrations.agents.langgraph",
+    "QTAToolRetriever": "qta_integrations.retrievers.llama_index",
     "QueryRewriter": "qta_integrations.rewriter",
     "RankingFunction": "qta_integrations.ranking",
     "RetrievalResult": "qta_integrations.pipeline",
@@ -57,6 +65,7 @@ _LAZY: dict[str, str] = {
     "ToolIndex": "qta_integrations.index",
     "VectorStoreToolIndex": "qta_integrations.index",
     "chroma_tool_index": "qta_integrations.index",
+    "create_qta_agent": "qta_integrations.agents.langgraph",
     "default_embeddings": "qta_integrations.embeddings",
     "fuse_hits": "qta_integrations.ranking",
 }

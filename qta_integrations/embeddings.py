@@ -16,8 +16,8 @@ from langchain_core.embeddings import Embeddings
 __all__ = [
     "DEFAULT_EMBEDDING_BATCH_SIZE",
     "LlamaIndexEmbeddingsAdapter",
-    "default_embeddings",
     "default_embedding_model_path",
+    "default_embeddings",
     "resolve_embeddings",
     "to_llama_index_embeddings",
 ]
@@ -106,7 +106,7 @@ def resolve_embeddings(embeddings: Any | None) -> Embeddings:
     try:
         from llama_index.core.base.embeddings.base import BaseEmbedding
     except ImportError:  # pragma: no cover - llama-index-core is a dependency
-        BaseEmbedding = ()  # type: ignore[assignment,misc]  # noqa: N806
+        BaseEmbedding = ()  # type: ignore[assignment,misc]
     if isinstance(embeddings, BaseEmbedding):
         return LlamaIndexEmbeddingsAdapter(embeddings)
     msg = (
@@ -130,4 +130,3 @@ def to_llama_index_embeddings(embeddings: Any | None) -> Any:
     from llama_index.embeddings.langchain import LangchainEmbedding
 
     return LangchainEmbedding(resolve_embeddings(embeddings))
-

@@ -18,7 +18,7 @@ import logging
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,9 +71,7 @@ class ToolIndex(ABC):
 
 def _tool_metadata(tool: Tool) -> dict[str, Any]:
     # Vector stores only take flat scalar metadata.
-    flat = {
-        k: v for k, v in tool.metadata.items() if isinstance(v, (str, int, float, bool))
-    }
+    flat = {k: v for k, v in tool.metadata.items() if isinstance(v, (str, int, float, bool))}
     return {**flat, "tool_id": tool.id, "tool_name": tool.name}
 
 
@@ -82,10 +80,15 @@ class VectorStoreToolIndex(ToolIndex):
 
     Tools are added with their id as the document id (stores such as Chroma upsert by id, so
     indexing twice changes nothing) and ``tool_id`` / ``tool_name`` in the metadata. Search
-    uses the store's ``similarity_search_with_relevance_scores``, so scores are in [0, 1].
+    uses the store's ``similarity_search_with_relevance_scores``; a store without a relevance
+    function (``InMemoryVectorStore``) gives its raw scores, which must then be similarities
+    (higher is better), as ``InMemoryVectorStore``'s cosine is.
 
     Args:
         vectorstore: The LangChain vector store. It must have an embedding function.
+        distance_to_similarity: Search with the store's raw distances and map them through this
+            function instead (`chroma_tool_index` passes ``1 - cosine distance``, the exact
+            cosine, which LangChain's relevance check would flag when it is negative).
 
     Example:
         .. code-block:: python
@@ -100,8 +103,18 @@ class VectorStoreToolIndex(ToolIndex):
             print(index.search("weather", k=1)[0].tool_id)  # w
     """
 
-    def __init__(self, vectorstore: Any) -> None:
+    def __init__(
+        self,
+        vectorstore: Any,
+        *,
+        distance_to_similarity: Callable[[float], float] | None = None,
+    ) -> None:
         self.vectorstore = vectorstore
+        self.distance_to_similarity = distance_to_similarity
+
+    def _hits(self, pairs: Sequence[tuple[Any, float]], *, raw: bool) -> list[ToolHit]:
+        convert = self.distance_to_similarity if raw and self.distance_to_similarity else float
+        return [ToolHit(_doc_tool_id(doc), float(convert(score))) for doc, score in pairs]
 
     def add_tools(self, tools: Sequence[Tool]) -> None:
         """Upsert tools into the store, keyed by tool id."""
@@ -115,13 +128,24 @@ class VectorStoreToolIndex(ToolIndex):
 
     def search(self, query: str, k: int) -> list[ToolHit]:
         """Search the store with its own embedding of ``query``."""
-        pairs = self.vectorstore.similarity_search_with_relevance_scores(query, k=k)
-        return [ToolHit(_doc_tool_id(doc), float(score)) for doc, score in pairs]
+        if self.distance_to_similarity is None:
+            try:
+                pairs = self.vectorstore.similarity_search_with_relevance_scores(query, k=k)
+                return self._hits(pairs, raw=False)
+            except NotImplementedError:  # no relevance function (InMemoryVectorStore): raw scores
+                pass
+        return self._hits(self.vectorstore.similarity_search_with_score(query, k=k), raw=True)
 
     async def asearch(self, query: str, k: int) -> list[ToolHit]:
         """Search through the store's async API."""
-        pairs = await self.vectorstore.asimilarity_search_with_relevance_scores(query, k=k)
-        return [ToolHit(_doc_tool_id(doc), float(score)) for doc, score in pairs]
+        if self.distance_to_similarity is None:
+            try:
+                pairs = await self.vectorstore.asimilarity_search_with_relevance_scores(query, k=k)
+                return self._hits(pairs, raw=False)
+            except NotImplementedError:
+                pass
+        pairs = await self.vectorstore.asimilarity_search_with_score(query, k=k)
+        return self._hits(pairs, raw=True)
 
 
 def _doc_tool_id(doc: Any) -> str:
@@ -174,28 +198,66 @@ def chroma_tool_index(
         client=client,
         collection_metadata={"hnsw:space": "cosine"},
     )
-    return VectorStoreToolIndex(store)
+    return VectorStoreToolIndex(store, distance_to_similarity=_cosine_from_distance)
+
+
+def _cosine_from_distance(distance: float) -> float:
+    return 1.0 - distance
 
 
 class LlamaIndexToolIndex(ToolIndex):
     """A `ToolIndex` over a LlamaIndex ``VectorStoreIndex`` (or any index with ``as_retriever``).
 
-    Tools are inserted as ``TextNode``s whose ``id_`` is the tool id, so re-inserting replaces.
+    Tools are inserted as ``TextNode``s whose ``id_`` is the tool id. `add_tools` upserts: the
+    nodes of tools already in the index are deleted before the new ones are inserted, so
+    indexing the same tools twice leaves one node per tool.
     """
 
     def __init__(self, index: Any) -> None:
         self.index = index
 
     def add_tools(self, tools: Sequence[Tool]) -> None:
-        """Insert tools as nodes keyed by tool id."""
+        """Upsert tools as nodes keyed by tool id."""
         from llama_index.core.schema import TextNode
 
-        nodes = [TextNode(id_=t.id, text=t.text, metadata=_tool_metadata(t)) for t in tools]
-        existing = set(getattr(self.index, "index_struct", None) and self.index.index_struct.nodes_dict or ())
-        stale = [n.id_ for n in nodes if n.id_ in existing]
-        if stale:
-            self.index.delete_nodes(stale)
+        if not tools:
+            return
+        nodes = []
+        for tool in tools:
+            metadata = _tool_metadata(tool)
+            # Embed (and show an LLM) the tool text alone, as the other backends do.
+            hidden = list(metadata)
+            nodes.append(
+                TextNode(
+                    id_=tool.id,
+                    text=tool.text,
+                    metadata=metadata,
+                    excluded_embed_metadata_keys=hidden,
+                    excluded_llm_metadata_keys=hidden,
+                )
+            )
+        self._delete_existing([n.id_ for n in nodes])
         self.index.insert_nodes(nodes)
+
+    def _delete_existing(self, ids: list[str]) -> None:
+        vector_store = getattr(self.index, "vector_store", None)
+        if getattr(vector_store, "stores_text", False):
+            # The store keeps the nodes (Chroma, Qdrant, ...): delete by id (unknown ids: no-op).
+            try:
+                self.index.delete_nodes(ids)
+            except NotImplementedError:
+                logger.warning(
+                    "%s cannot delete nodes by id; re-indexed tools rely on it upserting by id.",
+                    type(vector_store).__name__,
+                )
+            return
+        # Otherwise the index tracks nodes in its own table (and docstore): delete the known ones
+        # from the vector store, that table and the docstore.
+        index_struct = getattr(self.index, "index_struct", None)
+        known = set(getattr(index_struct, "nodes_dict", None) or ())
+        present = [i for i in ids if i in known]
+        if present:
+            self.index.delete_nodes(present, delete_from_docstore=True)
 
     def _retriever(self, k: int) -> Any:
         return self.index.as_retriever(similarity_top_k=k)
@@ -211,7 +273,9 @@ class LlamaIndexToolIndex(ToolIndex):
 
 def _node_hit(node_with_score: Any) -> ToolHit:
     node = node_with_score.node
-    return ToolHit(str(node.metadata.get("tool_id", node.node_id)), float(node_with_score.score or 0.0))
+    return ToolHit(
+        str(node.metadata.get("tool_id", node.node_id)), float(node_with_score.score or 0.0)
+    )
 
 
 class ExactToolIndex(ToolIndex):
@@ -258,12 +322,16 @@ class ExactToolIndex(ToolIndex):
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each query to each tool, shape ``(len(queries), n_tools)``."""
+        if not queries:
+            return np.zeros((0, len(self._ids)), dtype=np.float32)
         query_vectors = _normalise(np.asarray(self.embeddings.embed_documents(list(queries))))
         return np.asarray(query_vectors @ self._matrix.T)
 
     def rank_all(self, queries: Sequence[str]) -> list[list[str]]:
         """The full ranking of tool ids for each query, best first (ties by catalogue order)."""
-        return [[self._ids[i] for i in np.argsort(-row, kind="stable")] for row in self.scores(queries)]
+        return [
+            [self._ids[i] for i in np.argsort(-row, kind="stable")] for row in self.scores(queries)
+        ]
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
         """Top ``k`` for each query, embedding all queries in one batch."""

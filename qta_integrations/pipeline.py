@@ -173,8 +173,13 @@ class QTAPipeline:
             ValueError: if more than one index backend is given.
         """
         backends = [
-            n for n, v in (("vectorstore", vectorstore), ("llama_index", llama_index),
-                           ("persist_directory", persist_directory)) if v is not None
+            n
+            for n, v in (
+                ("vectorstore", vectorstore),
+                ("llama_index", llama_index),
+                ("persist_directory", persist_directory),
+            )
+            if v is not None
         ]
         if len(backends) > 1:
             msg = f"Pass only one of vectorstore, llama_index, persist_directory; got {backends}."
@@ -207,20 +212,30 @@ class QTAPipeline:
     def _fetch_k(self, k: int) -> int:
         return min(len(self.catalog), self.fetch_k or max(4 * k, 20))
 
-    def _request(self, query: str, hits: Sequence[ToolHit], history: Sequence[str]) -> RewriteRequest:
+    def rewrite_request(
+        self, query: str, hits: Sequence[ToolHit], history: Sequence[str] = ()
+    ) -> RewriteRequest:
+        """The rewriter's input for ``query``: the top ``num_context_tools`` of ``hits`` as context.
+
+        The trainer builds its prompts with this too, so training and inference see the same
+        prompt.
+        """
         context = tuple(
             t for t in (self.catalog.get(h.tool_id) for h in hits[: self.num_context_tools]) if t
         )
         return RewriteRequest(query=query, context=context, history=tuple(history))
 
-    def _result(self, query: str, rewrite: str | None, hits: list[ToolHit], k: int) -> RetrievalResult:
-        tools = []
+    def _result(
+        self, query: str, rewrite: str | None, hits: list[ToolHit], k: int
+    ) -> RetrievalResult:
+        tools: list[RetrievedTool] = []
         for hit in hits:
             tool = self.catalog.get(hit.tool_id)
             if tool is None:
                 logger.warning(
                     "The index returned tool id %r, which is not in the catalogue; it is left "
-                    "out. Rebuild the index from the current catalogue.", hit.tool_id,
+                    "out. Rebuild the index from the current catalogue.",
+                    hit.tool_id,
                 )
                 continue
             tools.append(RetrievedTool(tool=tool, score=hit.score, rank=len(tools) + 1))
@@ -228,12 +243,21 @@ class QTAPipeline:
                 break
         return RetrievalResult(query=query, rewrites=(rewrite,) if rewrite else (), tools=tools)
 
-    def _fuse(self, query: str, rewrite: str, original: list[ToolHit], rewritten: list[ToolHit] | None, k: int) -> RetrievalResult:
+    def _fuse(
+        self,
+        query: str,
+        rewrite: str,
+        original: list[ToolHit],
+        rewritten: list[ToolHit] | None,
+        k: int,
+    ) -> RetrievalResult:
         if rewritten is None:  # no rewriter, or the rewrite fell back to the query itself
             return self._result(query, None, original, k)
         return self._result(query, rewrite, fuse_hits(original, [rewritten], alpha=self.alpha), k)
 
-    def retrieve(self, query: str, *, k: int | None = None, history: Sequence[str] = ()) -> RetrievalResult:
+    def retrieve(
+        self, query: str, *, k: int | None = None, history: Sequence[str] = ()
+    ) -> RetrievalResult:
         """Retrieve the top ``k`` tools for ``query``.
 
         Args:
@@ -257,8 +281,13 @@ class QTAPipeline:
         fetch = self._fetch_k(k)
         originals = self.index.search_many(queries, fetch)
         if self.rewriter is None:
-            return [self._result(q, None, hits, k) for q, hits in zip(queries, originals, strict=True)]
-        requests = [self._request(q, h, hist) for q, h, hist in zip(queries, originals, histories, strict=True)]
+            return [
+                self._result(q, None, hits, k) for q, hits in zip(queries, originals, strict=True)
+            ]
+        requests = [
+            self.rewrite_request(q, h, hist)
+            for q, h, hist in zip(queries, originals, histories, strict=True)
+        ]
         rewrites = self.rewriter.rewrite_batch(requests)
         to_search = [i for i, (q, r) in enumerate(zip(queries, rewrites, strict=True)) if r != q]
         searched = self.index.search_many([rewrites[i] for i in to_search], fetch)
@@ -270,7 +299,9 @@ class QTAPipeline:
             for q, r, o, rw in zip(queries, rewrites, originals, rewritten, strict=True)
         ]
 
-    async def aretrieve(self, query: str, *, k: int | None = None, history: Sequence[str] = ()) -> RetrievalResult:
+    async def aretrieve(
+        self, query: str, *, k: int | None = None, history: Sequence[str] = ()
+    ) -> RetrievalResult:
         """Async `retrieve`: the index and the rewriter are awaited, never run on the loop."""
         k = self._k(k)
         query = validate_query(query)
@@ -278,7 +309,7 @@ class QTAPipeline:
         original = await self.index.asearch(query, fetch)
         if self.rewriter is None:
             return self._result(query, None, original, k)
-        rewrite = await self.rewriter.arewrite(self._request(query, original, history))
+        rewrite = await self.rewriter.arewrite(self.rewrite_request(query, original, history))
         rewritten = await self.index.asearch(rewrite, fetch) if rewrite != query else None
         return self._fuse(query, rewrite, original, rewritten, k)
 
@@ -299,7 +330,9 @@ class QTAPipeline:
         return k
 
     @staticmethod
-    def _histories(queries: Sequence[str], histories: Sequence[Sequence[str]] | None) -> list[Sequence[str]]:
+    def _histories(
+        queries: Sequence[str], histories: Sequence[Sequence[str]] | None
+    ) -> list[Sequence[str]]:
         if histories is None:
             return [()] * len(queries)
         if len(histories) != len(queries):

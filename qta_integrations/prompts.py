@@ -79,9 +79,10 @@ class RewritePrompt:
             parts.append("Tool documentation looks like this:\n" + "\n".join(lines))
         history = request.history[-self.max_history_turns :] if self.max_history_turns else ()
         if history:
-            parts.append("Earlier in the conversation the user said:\n" + "\n".join(
-                f"- {turn}" for turn in history
-            ))
+            parts.append(
+                "Earlier in the conversation the user said:\n"
+                + "\n".join(f"- {turn}" for turn in history)
+            )
         parts.append(f"Request: {request.query}\nRewritten request:")
         return "\n\n".join(parts)
 

@@ -7,8 +7,10 @@ reranks the union by alignment,
 
 where ``s`` is the index's similarity (cosine for the default embeddings), ``q`` the original
 query and ``r_i`` the rewrites. A tool missing from one list gets that list's lowest returned
-score, a lower bound on its true similarity. Keeping ``q`` in the sum means a bad rewrite
-cannot sink a good query (measured: a rewrite alone loses to the original on RestBench).
+score, an upper bound on its true similarity (it ranked below every returned tool); exact
+scores would need every tool's vector, which a remote vector store does not hand back. Keeping
+``q`` in the sum means a bad rewrite cannot sink a good query (measured: an untuned rewrite
+alone loses to the original query on RestBench).
 
 Training (`RankingFunction`): a candidate query is graded by where its gold tools land in the
 frozen retriever's full ranking of the catalogue. The default, `SufficiencyNDCG`, compares
@@ -85,7 +87,9 @@ class SufficiencyNDCG:
 
     Example:
         >>> grade = SufficiencyNDCG(cutoffs=(5,))
-        >>> grade(["a", "b", "c", "d", "e", "f"], {"b"}) > grade(["a", "c", "b", "d", "e", "f"], {"b"})
+        >>> higher = grade(["a", "b", "c", "d", "e", "f"], {"b"})
+        >>> lower = grade(["a", "c", "b", "d", "e", "f"], {"b"})
+        >>> higher > lower
         True
     """
 
@@ -98,4 +102,7 @@ class SufficiencyNDCG:
 
     def __call__(self, ranking: Sequence[str], gold: Collection[str]) -> tuple[float, ...]:
         """Lexicographic grade: complete retrieval at each cutoff, then full-ranking NDCG."""
-        return (*(sufficiency_at_k(ranking, gold, k) for k in self.cutoffs), ndcg_at_k(ranking, gold))
+        return (
+            *(sufficiency_at_k(ranking, gold, k) for k in self.cutoffs),
+            ndcg_at_k(ranking, gold),
+        )

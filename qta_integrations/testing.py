@@ -5,10 +5,10 @@ Useful in this package's tests and in the tests of applications built on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import hashlib
 import math
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -102,7 +102,9 @@ def tiny_tokenizer() -> Any:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<|pad|>", eos_token="<|end|>",
+        tokenizer_object=backend,
+        pad_token="<|pad|>",
+        eos_token="<|end|>",
         additional_special_tokens=specials[2:],
     )
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -116,9 +118,19 @@ def tiny_causal_lm(vocab_size: int, *, seed: int = 0, max_positions: int = 2048)
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-        pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=True,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+        # Untied: with tied embeddings a random model only echoes the last prompt token (the
+        # special <|assistant|> tag), so every rewrite would decode to "" and fall back.
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     model.eval()
@@ -126,7 +138,7 @@ def tiny_causal_lm(vocab_size: int, *, seed: int = 0, max_positions: int = 2048)
 
 
 def tiny_hf_rewriter(*, seed: int = 0, **kwargs: Any) -> HuggingFaceRewriter:
-    """A `HuggingFaceRewriter` over `tiny_causal_lm` and `tiny_tokenizer` (milliseconds to build)."""
+    """A `HuggingFaceRewriter` over `tiny_causal_lm` and `tiny_tokenizer`; builds in ms."""
     tokenizer = tiny_tokenizer()
     model = tiny_causal_lm(len(tokenizer), seed=seed)
     kwargs.setdefault("max_new_tokens", 8)

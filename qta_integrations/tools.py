@@ -192,7 +192,8 @@ class ToolCatalog(Sequence[Tool]):
             return cls.from_llama_index_tools(items)
         msg = (
             f"Unsupported tool type {type(first).__name__}. Pass Tool records, dicts with "
-            "'id'/'name'/'description', LangChain BaseTools, LlamaIndex tools, or a JSON/JSONL path."
+            "'id'/'name'/'description', LangChain BaseTools, LlamaIndex tools, "
+            "or a JSON/JSONL path."
         )
         raise TypeError(msg)
 

@@ -16,11 +16,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MTRB_DIR = Path(os.environ.get("QTA_MTRB_DIR", REPO_ROOT.parent / "shared" / "data" / "mtrb"))
 
 TOOLS = [
-    {"id": "weather", "name": "get_weather", "description": "Current weather and forecast for a city."},
-    {"id": "stock_quote", "name": "get_stock_quote", "description": "Latest price of a stock ticker symbol."},
+    {
+        "id": "weather",
+        "name": "get_weather",
+        "description": "Current weather and forecast for a city.",
+    },
+    {
+        "id": "stock_quote",
+        "name": "get_stock_quote",
+        "description": "Latest price of a stock ticker symbol.",
+    },
     {"id": "route", "name": "plan_route", "description": "Driving directions between two places."},
-    {"id": "translate", "name": "translate_text", "description": "Translate text into another language."},
-    {"id": "calendar", "name": "create_event", "description": "Create a calendar event at a date and time."},
+    {
+        "id": "translate",
+        "name": "translate_text",
+        "description": "Translate text into another language.",
+    },
+    {
+        "id": "calendar",
+        "name": "create_event",
+        "description": "Create a calendar event at a date and time.",
+    },
     {"id": "email", "name": "send_email", "description": "Send an email message to a recipient."},
 ]
 
@@ -35,4 +51,3 @@ def mtrb_dir() -> Path:
     if not MTRB_DIR.exists():
         pytest.fail(f"MTRB data not found at {MTRB_DIR}; set QTA_MTRB_DIR.")
     return MTRB_DIR
-

@@ -59,11 +59,12 @@ class QTARetriever(BaseRetriever):
             from qta_integrations import QTARetriever
 
             tools = [
-                {"id": "weather", "name": "get_weather", "description": "Current weather for a city."},
-                {"id": "quote", "name": "get_quote", "description": "Latest price of a stock ticker."},
-                {"id": "route", "name": "plan_route", "description": "Driving directions between places."},
+                {"id": "weather", "name": "get_weather", "description": "Weather for a city."},
+                {"id": "quote", "name": "get_quote", "description": "Price of a stock ticker."},
+                {"id": "route", "name": "plan_route", "description": "Directions between places."},
             ]
-            retriever = QTARetriever(tools=tools, k=2)  # default: MiniLM + embedded Chroma + SmolLM2
+            # Defaults: MiniLM embeddings, embedded Chroma, SmolLM2 rewriter.
+            retriever = QTARetriever(tools=tools, k=2)
 
     Usage:
         .. code-block:: python
@@ -114,7 +115,10 @@ class QTARetriever(BaseRetriever):
     def _build_pipeline(self) -> QTARetriever:
         if self.pipeline is None:
             if self.tools is None:
-                msg = "QTARetriever needs `tools=` (a list of tool dicts, LangChain/LlamaIndex tools, or a JSON/JSONL path) or a prebuilt `pipeline=`."
+                msg = (
+                    "QTARetriever needs `tools=` (a list of tool dicts, LangChain/LlamaIndex "
+                    "tools, or a JSON/JSONL path) or a prebuilt `pipeline=`."
+                )
                 raise ValueError(msg)
             self.pipeline = QTAPipeline.from_tools(
                 self.tools,
@@ -128,6 +132,8 @@ class QTARetriever(BaseRetriever):
                 num_context_tools=self.num_context_tools,
                 alpha=self.alpha,
             )
+        elif "k" not in self.model_fields_set:
+            self.k = self.pipeline.k  # a prebuilt pipeline's k is the default, as in LlamaIndex
         return self
 
     @property
@@ -144,7 +150,7 @@ class QTARetriever(BaseRetriever):
         k: int | None = None,
         history: Sequence[str] = (),
     ) -> list[Document]:
-        result = self.core.retrieve(query, k=k or self.k, history=history)
+        result = self.core.retrieve(query, k=self.k if k is None else k, history=history)
         return result_to_documents(result)
 
     async def _aget_relevant_documents(
@@ -155,7 +161,7 @@ class QTARetriever(BaseRetriever):
         k: int | None = None,
         history: Sequence[str] = (),
     ) -> list[Document]:
-        result = await self.core.aretrieve(query, k=k or self.k, history=history)
+        result = await self.core.aretrieve(query, k=self.k if k is None else k, history=history)
         return result_to_documents(result)
 
     def _warm_rewrites(self, inputs: Sequence[Any]) -> None:
@@ -202,8 +208,10 @@ class QTARetriever(BaseRetriever):
         return QTALlamaIndexRetriever(pipeline=self.core, **kwargs)
 
     def as_tool_retriever(self, **kwargs: Any) -> Any:
-        """A LlamaIndex ``ObjectRetriever`` returning the tools themselves (agents' ``tool_retriever=``)."""
+        """A LlamaIndex ``ObjectRetriever`` returning the tools themselves.
+
+        Pass it as a LlamaIndex agent's ``tool_retriever=``.
+        """
         from qta_integrations.retrievers.llama_index import QTAToolRetriever
 
         return QTAToolRetriever(pipeline=self.core, **kwargs)
-

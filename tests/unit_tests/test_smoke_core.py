@@ -6,7 +6,9 @@ from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 def test_rewrite_changes_ranking(tool_dicts: list[dict[str, str]]) -> None:
     rewriter = FakeRewriter({"will I need an umbrella?": "current weather forecast for a city"})
-    retriever = QTARetriever(tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2, alpha=0.7)
+    retriever = QTARetriever(
+        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2, alpha=0.7
+    )
     docs = retriever.invoke("will I need an umbrella?")
     assert docs[0].id == "weather"
     assert docs[0].metadata["rewritten_query"] == "current weather forecast for a city"

@@ -1,0 +1,166 @@
+"""Every ```python block in docs/ runs, page by page, top to bottom, in one namespace per page.
+
+Conventions (an HTML comment on the line before a block, invisible in the rendered site):
+
+* ``<!-- skip: REASON -->``: the block is not run (it needs a server, the network or a GPU). The
+  reason is required, skipped blocks are reported as warnings in the test output, and there may
+  be at most ``MAX_SKIPPED`` of them.
+* ``<!-- slow: REASON -->``: the block needs the real embedded models. A page with such a block is
+  run by ``tests/slow_tests/test_agents_real.py::test_docs_page_with_real_models`` instead.
+
+A top-level ``print(...)  # expected`` line is checked: when every ``print`` of a block is such a
+line, the block's output must be exactly those expected values, in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+MAX_SKIPPED = 8
+
+_FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+_MARKER = re.compile(r"<!--\s*(skip|slow)\s*:\s*(.*?)\s*-->\s*$")
+_PRINT = re.compile(r"^print\(.*\)\s*#\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    line: int
+    code: str
+    marker: str | None = None
+    reason: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"docs/{self.page}:{self.line}"
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for match in _FENCE.finditer(text):
+        before = text[: match.start()].rstrip("\n").splitlines()
+        marker = _MARKER.search(before[-1]) if before else None
+        found.append(
+            Block(
+                page=str(page.relative_to(DOCS)),
+                line=text.count("\n", 0, match.start()) + 1,
+                code=match.group(1),
+                marker=marker.group(1) if marker else None,
+                reason=marker.group(2) if marker else "",
+            )
+        )
+    return found
+
+
+def pages() -> list[Path]:
+    return sorted(
+        p for p in DOCS.rglob("*.md") if any(True for _ in _FENCE.finditer(p.read_text()))
+    )
+
+
+def is_slow(page: Path) -> bool:
+    return any(b.marker == "slow" for b in blocks(page))
+
+
+def expected_output(code: str) -> list[str] | None:
+    prints = [line for line in code.splitlines() if re.match(r"^\s*print\(", line)]
+    expected = [m.group(1) for line in prints if (m := _PRINT.match(line))]
+    return expected if prints and len(expected) == len(prints) else None
+
+
+def run_page(page: Path, tmp_path: Path) -> list[Block]:
+    """Run a page's blocks in order; return the skipped ones. Fails naming the block that broke."""
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    skipped = []
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # blocks that write files write them here
+    try:
+        for block in blocks(page):
+            if block.marker == "skip":
+                assert block.reason, f"{block.where}: a skip marker needs a reason"
+                skipped.append(block)
+                continue
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    exec(compile(block.code, block.where, "exec"), namespace)
+            except Exception as err:
+                pytest.fail(f"{block.where} raised {type(err).__name__}: {err}")
+            expected = expected_output(block.code)
+            printed = out.getvalue().splitlines()
+            if expected is not None:
+                assert printed == expected, (
+                    f"{block.where} printed {printed}, the page says {expected}"
+                )
+    finally:
+        os.chdir(cwd)
+    for block in skipped:
+        warnings.warn(f"{block.where} not run: {block.reason}", UserWarning, stacklevel=1)
+    return skipped
+
+
+FAST_PAGES = [p for p in pages() if not is_slow(p)]
+
+
+@pytest.mark.parametrize("page", FAST_PAGES, ids=[str(p.relative_to(DOCS)) for p in FAST_PAGES])
+def test_docs_page(page: Path, tmp_path: Path) -> None:
+    run_page(page, tmp_path)
+
+
+def test_skipped_blocks_are_few_and_explained() -> None:
+    skipped = [b for p in pages() for b in blocks(p) if b.marker == "skip"]
+    for block in skipped:
+        assert len(block.reason) > 10, f"{block.where}: say why the block is not run"
+    assert len(skipped) <= MAX_SKIPPED, [b.where for b in skipped]
+    print("\n".join(f"not run: {b.where} ({b.reason})" for b in skipped))
+
+
+def test_every_page_is_checked() -> None:
+    assert (DOCS / "index.md").exists()
+    assert len(pages()) >= 4
+    # Every python block is either run here, run by the slow test, or explicitly skipped.
+    slow = [p for p in pages() if is_slow(p)]
+    assert set(FAST_PAGES) | set(slow) == set(pages())
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("print(1)  # 1\nprint('a')  # a", ["1", "a"]),
+        ("x = 1\nprint(x)", None),
+        ("for i in range(2):\n    print(i)  # 0", None),
+        ("y = 2", None),
+    ],
+)
+def test_expected_output_parsing(code: str, expected: list[str] | None) -> None:
+    assert expected_output(code) == expected
+
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def test_notebooks_are_committed_without_outputs() -> None:
+    import json
+
+    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert len(notebooks) >= 4
+    for path in notebooks:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        dirty = [
+            i
+            for i, c in enumerate(cells)
+            if c["cell_type"] == "code"
+            and (c.get("outputs") or c.get("execution_count") is not None)
+        ]
+        assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
