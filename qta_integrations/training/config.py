@@ -56,6 +56,14 @@ class QTATrainingConfig:
             "rewrite can be rejected (and one better can be chosen over it)."
         },
     )
+    reference_candidate: bool = field(
+        default=False,
+        metadata={
+            "help": "Also grade a reference rewrite written from the gold tools' own texts "
+            "(joined with '; '). It ranks the gold tools first, so it usually becomes the "
+            "chosen rewrite and training teaches the model to write like the catalogue."
+        },
+    )
     grade_mode: GradeMode = field(
         default="fused",
         metadata={

@@ -234,7 +234,11 @@ class QTATrainer:
         improved = 0
         disagree = 0
         for i, (example, prompt, cands) in enumerate(zip(examples, prompts, samples, strict=True)):
-            texts = list(cands) + ([example.query] if cfg.include_original else [])
+            texts = list(cands)
+            if cfg.reference_candidate:
+                texts.append(self._reference_rewrite(example))
+            if cfg.include_original:
+                texts.append(example.query)
             both = {
                 mode: grade_candidates(
                     self.grading_index,
@@ -262,7 +266,7 @@ class QTATrainer:
             if _best_index(both["fused"]) != _best_index(both["alone"]):
                 disagree += 1
             graded = [
-                GradedCandidate(t, g, is_original=cfg.include_original and j == len(cands))
+                GradedCandidate(t, g, is_original=cfg.include_original and j == len(texts) - 1)
                 for j, (t, g) in enumerate(zip(texts, grades, strict=True))
             ]
             chosen_rejected = select_pairs(graded, max_pairs=cfg.pairs_per_example)
@@ -390,6 +394,10 @@ class QTATrainer:
             for query, group in zip(queries[start : start + step], raws, strict=True):
                 out.append([rewriter.finalize(query, raw) for raw in group])
         return out
+
+    def _reference_rewrite(self, example: TrainingExample) -> str:
+        """The gold tools' own texts, joined: a rewrite that lines up with the catalogue."""
+        return "; ".join(self.pipeline.catalog[tool_id].text for tool_id in example.tools)
 
     def _add_few_shot(self, examples: Sequence[TrainingExample]) -> None:
         """Sample once, then show the best rewrites of the best examples as few-shot turns."""

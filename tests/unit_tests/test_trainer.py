@@ -156,6 +156,25 @@ def test_several_pairs_per_example_and_sft_and_rounds(tool_dicts: list[dict[str,
     assert "ref" not in trainer.rewriter.model.peft_config  # trl's reference copy is removed
 
 
+def test_reference_candidate_from_the_gold_tools_becomes_chosen(
+    tool_dicts: list[dict[str, str]],
+) -> None:
+    bad = {q: ["send an email", "translate text"] for q in SCRIPTED}
+    trainer = _trainer(tool_dicts, bad, reference_candidate=True)
+    trainer._prepare_model()
+    pairs, _ = trainer.make_pairs(trainer_module.load_examples(EXAMPLES, trainer.pipeline.catalog))
+    chosen = {pair.query: pair.chosen for pair in pairs}
+    assert chosen == {
+        "will it rain in paris": "get_weather: Current weather and forecast for a city.",
+        "what is AAPL at": "get_stock_quote: Latest price of a stock ticker symbol.",
+    }
+    graded = trainer.candidates[0]["candidates"]
+    assert [c["text"] for c in graded][-2:] == [
+        chosen["will it rain in paris"],
+        EXAMPLES[0]["query"],
+    ]
+
+
 def test_every_candidate_tying_is_a_clear_error(tool_dicts: list[dict[str, str]]) -> None:
     ties = {q: [q, q] for q in SCRIPTED}  # every candidate falls back to the query itself
     trainer = _trainer(tool_dicts, ties)
