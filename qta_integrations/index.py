@@ -30,6 +30,7 @@ from qta_integrations.tools import Tool, ToolCatalog
 __all__ = [
     "ExactToolIndex",
     "LlamaIndexToolIndex",
+    "ScoredToolIndex",
     "ToolHit",
     "ToolIndex",
     "VectorStoreToolIndex",
@@ -278,7 +279,39 @@ def _node_hit(node_with_score: Any) -> ToolHit:
     )
 
 
-class ExactToolIndex(ToolIndex):
+class ScoredToolIndex(ToolIndex):
+    """An index that scores every tool for a query at once (a ``queries x tools`` matrix).
+
+    Subclasses implement `scores` and keep tool ids in ``_ids`` (matrix column order);
+    searching and full rankings are derived from the matrix here.
+    """
+
+    _ids: list[str]
+
+    @abstractmethod
+    def scores(self, queries: Sequence[str]) -> np.ndarray:
+        """A ``len(queries) x len(ids)`` matrix of scores, higher is better."""
+
+    def rank_all(self, queries: Sequence[str]) -> list[list[str]]:
+        """The full ranking of tool ids for each query, best first (ties by catalogue order)."""
+        return [
+            [self._ids[i] for i in np.argsort(-row, kind="stable")] for row in self.scores(queries)
+        ]
+
+    def search_many(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
+        """Top ``k`` for each query, scoring all queries in one batch."""
+        results = []
+        for row in self.scores(queries):
+            order = np.argsort(-row, kind="stable")[:k]
+            results.append([ToolHit(self._ids[i], float(row[i])) for i in order])
+        return results
+
+    def search(self, query: str, k: int) -> list[ToolHit]:
+        """Top ``k`` tools for one query."""
+        return self.search_many([query], k)[0]
+
+
+class ExactToolIndex(ScoredToolIndex):
     """Exact cosine search over an in-memory matrix of tool embeddings.
 
     This is the frozen retriever's full ranking: `rank_all` orders the *whole* catalogue,
@@ -326,24 +359,6 @@ class ExactToolIndex(ToolIndex):
             return np.zeros((0, len(self._ids)), dtype=np.float32)
         query_vectors = _normalise(np.asarray(self.embeddings.embed_documents(list(queries))))
         return np.asarray(query_vectors @ self._matrix.T)
-
-    def rank_all(self, queries: Sequence[str]) -> list[list[str]]:
-        """The full ranking of tool ids for each query, best first (ties by catalogue order)."""
-        return [
-            [self._ids[i] for i in np.argsort(-row, kind="stable")] for row in self.scores(queries)
-        ]
-
-    def search_many(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
-        """Top ``k`` for each query, embedding all queries in one batch."""
-        results = []
-        for row in self.scores(queries):
-            order = np.argsort(-row, kind="stable")[:k]
-            results.append([ToolHit(self._ids[i], float(row[i])) for i in order])
-        return results
-
-    def search(self, query: str, k: int) -> list[ToolHit]:
-        """Top ``k`` tools for one query."""
-        return self.search_many([query], k)[0]
 
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from qta_integrations.index import ToolHit, ToolIndex
+from qta_integrations.index import ScoredToolIndex
 from qta_integrations.tools import Tool
 
 __all__ = ["BM25ToolIndex"]
@@ -33,7 +33,7 @@ def _import_bm25s() -> Any:
     return bm25s
 
 
-class BM25ToolIndex(ToolIndex):
+class BM25ToolIndex(ScoredToolIndex):
     """BM25 over tool texts (``Tool.text``), with ``bm25s``.
 
     Texts are lower-cased, split into words of two or more characters and English stopwords
@@ -127,15 +127,3 @@ class BM25ToolIndex(ToolIndex):
                 for t in tokens
             ]
         return np.stack(rows) if rows else np.zeros((0, len(self._ids)), dtype=np.float32)
-
-    def search_many(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
-        """Top ``k`` tools for each query."""
-        results = []
-        for row in self.scores(queries):
-            order = np.argsort(-row, kind="stable")[:k]
-            results.append([ToolHit(self._ids[i], float(row[i])) for i in order])
-        return results
-
-    def search(self, query: str, k: int) -> list[ToolHit]:
-        """Top ``k`` tools for one query."""
-        return self.search_many([query], k)[0]

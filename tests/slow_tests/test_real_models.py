@@ -15,32 +15,12 @@ import pytest
 
 from qta_integrations import HuggingFaceRewriter, QTARetriever, models
 from qta_integrations.embeddings import default_embeddings
+from tests.conftest import TOOLS as BASE_TOOLS
 
 pytestmark = pytest.mark.slow
 
 TOOLS = [
-    {
-        "id": "weather",
-        "name": "get_weather",
-        "description": "Current weather and forecast for a city.",
-    },
-    {
-        "id": "stock_quote",
-        "name": "get_stock_quote",
-        "description": "Latest price of a stock ticker symbol.",
-    },
-    {"id": "route", "name": "plan_route", "description": "Driving directions between two places."},
-    {
-        "id": "translate",
-        "name": "translate_text",
-        "description": "Translate text into another language.",
-    },
-    {
-        "id": "calendar",
-        "name": "create_event",
-        "description": "Create a calendar event at a date and time.",
-    },
-    {"id": "email", "name": "send_email", "description": "Send an email message to a recipient."},
+    *BASE_TOOLS,
     {
         "id": "flights",
         "name": "search_flights",
