@@ -44,12 +44,12 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow tests
 
 lint: install
-	$(BIN)/ruff check qta_integrations tests benchmarks
-	$(BIN)/ruff format --check qta_integrations tests benchmarks
+	$(BIN)/ruff check qta_integrations tests benchmarks notebooks
+	$(BIN)/ruff format --check qta_integrations tests benchmarks notebooks
 
 format: install
-	$(BIN)/ruff format qta_integrations tests benchmarks
-	$(BIN)/ruff check --fix qta_integrations tests benchmarks
+	$(BIN)/ruff format qta_integrations tests benchmarks notebooks
+	$(BIN)/ruff check --fix qta_integrations tests benchmarks notebooks
 
 typecheck: install
 	$(BIN)/mypy
