@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from qta_integrations.testing import KeywordEmbeddings
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -51,3 +53,15 @@ def mtrb_dir() -> Path:
     if not MTRB_DIR.exists():
         pytest.fail(f"MTRB data not found at {MTRB_DIR}; set QTA_MTRB_DIR.")
     return MTRB_DIR
+
+
+class CountingEmbeddings(KeywordEmbeddings):
+    """KeywordEmbeddings that count how many texts were embedded as documents."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.documents_embedded = 0
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.documents_embedded += len(texts)
+        return super().embed_documents(texts)

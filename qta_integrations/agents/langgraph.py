@@ -24,7 +24,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
 from qta_integrations.index import ToolHit
-from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.pipeline import QTAPipeline, RetrievalResult, _check_positive
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.tools import Tool, ToolCatalog
 
@@ -236,9 +236,8 @@ class QTAToolSelector:
         context_weight: float = DEFAULT_CONTEXT_WEIGHT,
     ) -> None:
         self.pipeline = _as_pipeline(retriever)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            msg = f"k must be a positive int, got {k!r}."
-            raise ValueError(msg)
+        if k is not None:
+            _check_positive("k", k)
         if context_turns < 0:
             msg = f"context_turns must be >= 0, got {context_turns}."
             raise ValueError(msg)
@@ -423,9 +422,7 @@ def bigtool_retrieve_functions(
             agent = builder.compile()
     """
     pipeline = _as_pipeline(retriever)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        msg = f"k must be a positive int, got {k!r}."
-        raise ValueError(msg)
+    _check_positive("k", k)
 
     def retrieve_tools(query: str) -> list[str]:
         """Retrieve tools to use, given a search query that describes what you need to do."""

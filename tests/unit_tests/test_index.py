@@ -28,24 +28,13 @@ from qta_integrations.index import (
 )
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
+from tests.conftest import CountingEmbeddings
 
 QUERIES = {
     "weather forecast city": "weather",
     "stock ticker price": "stock_quote",
     "send an email message": "email",
 }
-
-
-class CountingEmbeddings(KeywordEmbeddings):
-    """KeywordEmbeddings that count how many texts were embedded as documents."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.documents_embedded = 0
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.documents_embedded += len(texts)
-        return super().embed_documents(texts)
 
 
 @pytest.fixture

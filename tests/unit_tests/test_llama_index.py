@@ -21,6 +21,7 @@ from qta_integrations import QTALlamaIndexRetriever, QTARetriever, QTAToolRetrie
 from qta_integrations.embeddings import to_llama_index_embeddings
 from qta_integrations.retrievers.llama_index import CONFIG_FILE, TOOLS_FILE
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings, tiny_hf_rewriter
+from tests.conftest import CountingEmbeddings
 
 UMBRELLA = "will I need an umbrella in Paris"
 REWRITES = {
@@ -42,16 +43,6 @@ def get_stock_quote(ticker: str) -> str:
 def send_email(to: str, body: str) -> str:
     """Send an email message to a recipient."""
     return f"sent to {to}"
-
-
-class CountingEmbeddings(KeywordEmbeddings):
-    def __init__(self) -> None:
-        super().__init__()
-        self.documents_embedded = 0
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.documents_embedded += len(texts)
-        return super().embed_documents(texts)
 
 
 def _close(retriever: QTALlamaIndexRetriever) -> None:
