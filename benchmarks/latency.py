@@ -26,11 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _setup  # noqa: F401  (sets the offline environment; import before the package)
 import numpy as np
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _percentiles(seconds: list[float]) -> dict[str, float]:

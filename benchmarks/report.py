@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _setup import ROOT  # sets the offline environment; import before the package
 
-from qta_integrations.training.config import QTATrainingConfig  # noqa: E402
+from qta_integrations.training.config import QTATrainingConfig
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
 IGNORED = {"seed", "show_progress", "logging_steps"}
@@ -49,9 +47,15 @@ def table(results_dir: Path) -> str:
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     for path in sorted(results_dir.glob("*.json")):
         data = json.loads(path.read_text())
-        if "runs" not in data:
+        if "runs" not in data or "config" not in data:  # other benchmarks write here too
             continue
         label = options(data["config"])
+        pipeline = data.get("pipeline", {})
+        for name, default in (("num_context_tools", 3), ("alpha", 0.5)):
+            if pipeline.get(name, default) != default:
+                label += f", {name}={pipeline[name]}"
+        if data.get("ranking", "sufficiency-ndcg") != "sufficiency-ndcg":
+            label += f", ranking={data['ranking']}"
         for run in data["runs"]:
             key = (label, run["train_subset"], run["eval_subset"], run["n_examples"])
             groups.setdefault(key, []).append(run)

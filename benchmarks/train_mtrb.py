@@ -34,21 +34,30 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from _setup import ROOT  # sets the offline environment; import before the package
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb  # noqa: E402
-from qta_integrations.training.cli import add_config_arguments, config_from_args  # noqa: E402
+from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb
+from qta_integrations.metrics import sufficiency_at_k
+from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
+from qta_integrations.training.cli import add_config_arguments, config_from_args
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
+
+
+def _sufficiency_at_5(ranking: Sequence[str], gold: Collection[str]) -> tuple[float, ...]:
+    """Binary: are all gold tools in the top 5? (compared against the graded default)"""
+    return (sufficiency_at_k(ranking, gold, 5),)
+
+
+RANKINGS: dict[str, RankingFunction] = {
+    "sufficiency-ndcg": SufficiencyNDCG(),
+    "ndcg": SufficiencyNDCG(cutoffs=()),
+    "s@5": _sufficiency_at_5,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,6 +76,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--progress", action="store_true", help="progress bars while evaluating")
     parser.add_argument("--save-adapters", default=None, help="keep adapters under this folder")
+    parser.add_argument(
+        "--num-context-tools",
+        type=int,
+        default=3,
+        help="tools shown to the rewriter (QTAPipeline.num_context_tools), in training and test",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.5, help="fusion weight of the rewrite, training and test"
+    )
+    parser.add_argument(
+        "--ranking",
+        choices=sorted(RANKINGS),
+        default="sufficiency-ndcg",
+        help="ranking function grading the candidates (default: the package's SufficiencyNDCG)",
+    )
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
@@ -92,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {
         "command": "python benchmarks/train_mtrb.py " + " ".join(argv or sys.argv[1:]),
         "config": config.to_dict(),
+        "ranking": args.ranking,
+        "pipeline": {"num_context_tools": args.num_context_tools, "alpha": args.alpha},
         "machine": f"{os.cpu_count()} CPU cores, torch threads default",
         "baselines": [],
         "runs": [],
@@ -101,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         result["summary"] = summarise(result["runs"])
         out_path.write_text(json.dumps(result, indent=1))
 
+    pipeline_options = {"num_context_tools": args.num_context_tools, "alpha": args.alpha}
     eval_sets = {}
     for subset in sorted(set(args.subsets) | set(args.eval_subsets or args.subsets)):
         eval_sets[subset] = load_mtrb(subset, "test", args.data_dir)
@@ -114,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                 show_progress=False,
             )
             untrained = evaluate(
-                build_pipeline("qta", data.catalog, embeddings=embeddings),
+                build_pipeline("qta", data.catalog, embeddings=embeddings, **pipeline_options),
                 data,
                 method="qta",
                 show_progress=False,
@@ -133,9 +160,13 @@ def main(argv: list[str] | None = None) -> None:
                 config.seed = seed
                 rewriter = HuggingFaceRewriter.default()
                 pipeline = build_pipeline(
-                    "qta", train.catalog, embeddings=embeddings, rewriter=rewriter
+                    "qta",
+                    train.catalog,
+                    embeddings=embeddings,
+                    rewriter=rewriter,
+                    **pipeline_options,
                 )
-                trainer = QTATrainer(pipeline, config=config)
+                trainer = QTATrainer(pipeline, config=config, ranking=RANKINGS[args.ranking])
                 adapter = (
                     Path(args.save_adapters) / f"{subset}-n{n}-s{seed}"
                     if args.save_adapters
@@ -148,7 +179,11 @@ def main(argv: list[str] | None = None) -> None:
                     data = eval_sets[eval_subset]
                     report = evaluate(
                         build_pipeline(
-                            "qta", data.catalog, embeddings=embeddings, rewriter=rewriter
+                            "qta",
+                            data.catalog,
+                            embeddings=embeddings,
+                            rewriter=rewriter,
+                            **pipeline_options,
                         ),
                         data,
                         method="qta",
