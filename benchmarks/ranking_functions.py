@@ -1,9 +1,9 @@
 """Compare ranking functions on the candidates the training runs actually sampled.
 
-Every training run in ``benchmarks/results/*.json`` records, for each example of its first
-round, every candidate (the sampled rewrites, the reference text when enabled, the original
-query) with its grade under the default `SufficiencyNDCG` ranking function, ``(S@5, S@10,
-NDCG over the full ranking)``, both fused with the original query and alone. Other ranking
+Every training run in ``benchmarks/results/*.json`` that used the default `SufficiencyNDCG`
+records, for each example of its first round, every candidate (the sampled rewrites, the
+reference text when enabled, the original query) with its grade ``(S@5, S@10, NDCG over the
+full ranking)``, both fused with the original query and alone. Other ranking
 functions are functions of those three numbers, so they can be compared on the same
 candidates without sampling again:
 
@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     examples: list[list[dict[str, Any]]] = []
     for path in sorted(glob.glob(f"{args.results}/*.json")):
-        for run in json.loads(Path(path).read_text()).get("runs", []):
+        data = json.loads(Path(path).read_text())
+        if data.get("ranking", "sufficiency-ndcg") != "sufficiency-ndcg":
+            continue  # graded with another function: the three numbers are not stored
+        for run in data.get("runs", []):
             examples.extend(e["candidates"] for e in run.get("candidates", []) if e["round"] == 1)
     print(f"{len(examples)} training examples (first round of every recorded run)\n")
     print("| grading | ranking function | examples with a pair | same pair as default |")

@@ -91,8 +91,9 @@ class SufficiencyNDCG:
         NDCG = sum_{t in G} 1 / log2(1 + rank(t))  /  sum_{i=1..|G|} 1 / log2(1 + i)
 
     Why graded: on the candidates of the recorded MTRB training runs, S@5 alone ties every
-    candidate of about half of the examples (no preference pair), this grade only 4% of them
-    (``python benchmarks/ranking_functions.py``).
+    candidate of 43% of the examples (no preference pair), this grade 5% of them
+    (``python benchmarks/ranking_functions.py``); trained with S@5 alone, RestBench S@5 fell
+    from 16.67 to 11.11 (one seed, docs/benchmarks.md).
 
     Example:
         >>> grade = SufficiencyNDCG(cutoffs=(5,))
