@@ -34,6 +34,7 @@ from _setup import ROOT  # sets the offline environment; import before the packa
 from qta_integrations.evaluation import build_pipeline, load_mtrb
 from qta_integrations.evaluation.harness import score_ranking
 from qta_integrations.index import ExactToolIndex
+from qta_integrations.rewriter import HuggingFaceRewriter
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
 ALPHAS = (0.1, 0.25, 0.5)
@@ -42,10 +43,6 @@ ALPHAS = (0.1, 0.25, 0.5)
 def concat_query(query: str, rewrite: str) -> str:
     """One text holding the query and its rewrite (the ``concat`` variant)."""
     return f"{query}\n{rewrite}"
-
-
-def _rank(ids: list[str], scores: np.ndarray) -> list[list[str]]:
-    return [[ids[i] for i in np.argsort(-row, kind="stable")] for row in scores]
 
 
 def _mean_metrics(rankings: list[list[str]], golds: list[tuple[str, ...]]) -> dict[str, float]:
@@ -72,36 +69,23 @@ def compare(
         adapter=None if adapter == "untrained" else adapter,
         num_context_tools=num_context_tools,
     )
-    index = pipeline.index
-    assert isinstance(index, ExactToolIndex)
+    index, rewriter = pipeline.index, pipeline.rewriter
+    assert isinstance(index, ExactToolIndex) and isinstance(rewriter, HuggingFaceRewriter)
     queries = [q.query for q in data.queries]
     golds = [q.tool_ids for q in data.queries]
-    originals = index.search_many(queries, pipeline._fetch_k(max(10, num_context_tools)))
-    requests = [pipeline.rewrite_request(q, h) for q, h in zip(queries, originals, strict=True)]
-    assert pipeline.rewriter is not None
-    rewrites = pipeline.rewriter.rewrite_batch(requests)
+    requests = pipeline.rewrite_requests(queries)
+    rewrites = rewriter.rewrite_batch(requests)
     s_query = index.scores(queries)
     s_rewrite = index.scores(rewrites)
     s_concat = index.scores([concat_query(q, r) for q, r in zip(queries, rewrites, strict=True)])
-    ids = index.ids
     sampled: list[list[str]] = []
     if samples:
         import torch
 
         torch.manual_seed(0)
-        rewriter = pipeline.rewriter
-        prompts = rewriter._prompts([rewriter.prompt.messages(r) for r in requests])  # type: ignore[attr-defined]
-        raws = rewriter.generate_from_prompts(  # type: ignore[attr-defined]
-            prompts,
-            do_sample=True,
-            temperature=temperature,
-            top_p=0.95,
-            num_return_sequences=samples,
+        sampled = rewriter.sample_batch(
+            requests, num_samples=samples, temperature=temperature, top_p=0.95
         )
-        sampled = [
-            [rewriter.finalize(q, raw) for raw in outs]
-            for q, outs in zip(queries, raws, strict=True)
-        ]
         flat = index.scores([t for group in sampled for t in group])
         s_samples = flat.reshape(len(queries), samples, -1)
         s_all = (s_rewrite + s_samples.sum(axis=1)) / (samples + 1)
@@ -119,7 +103,9 @@ def compare(
         "split": split,
         "adapter": adapter,
         "num_context_tools": num_context_tools,
-        "metrics": {name: _mean_metrics(_rank(ids, s), golds) for name, s in variants.items()},
+        "metrics": {
+            name: _mean_metrics(index.rank_scores(s), golds) for name, s in variants.items()
+        },
         "rewrites": rewrites,
         "sampled": sampled,
     }

@@ -11,6 +11,7 @@ tables in ``docs/benchmarks.md`` are pasted from this output::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import statistics
 from dataclasses import fields
@@ -19,10 +20,16 @@ from typing import Any
 
 from _setup import ROOT  # sets the offline environment; import before the package
 
+from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.training.config import QTATrainingConfig
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
 IGNORED = {"seed", "show_progress", "logging_steps"}
+# Pipeline options recorded by train_mtrb.py; a row names them only when not the default.
+PIPELINE_DEFAULTS = {
+    name: inspect.signature(QTAPipeline).parameters[name].default
+    for name in ("num_context_tools", "alpha")
+}
 
 
 def options(config: dict[str, Any]) -> str:
@@ -51,7 +58,7 @@ def table(results_dir: Path) -> str:
             continue
         label = options(data["config"])
         pipeline = data.get("pipeline", {})
-        for name, default in (("num_context_tools", 3), ("alpha", 0.5)):
+        for name, default in PIPELINE_DEFAULTS.items():
             if pipeline.get(name, default) != default:
                 label += f", {name}={pipeline[name]}"
         if data.get("ranking", "sufficiency-ndcg") != "sufficiency-ndcg":

@@ -28,6 +28,7 @@ Every `QTATrainingConfig` field is a flag (``--num-candidates 8``, ``--grade-mod
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -42,6 +43,7 @@ from _setup import ROOT  # sets the offline environment; import before the packa
 
 from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb
 from qta_integrations.metrics import sufficiency_at_k
+from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
 from qta_integrations.training.cli import add_config_arguments, config_from_args
 
@@ -52,6 +54,12 @@ def _sufficiency_at_5(ranking: Sequence[str], gold: Collection[str]) -> tuple[fl
     """Binary: are all gold tools in the top 5? (compared against the graded default)"""
     return (sufficiency_at_k(ranking, gold, 5),)
 
+
+# The QTAPipeline options this script exposes, with the pipeline's own defaults.
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    name: inspect.signature(QTAPipeline).parameters[name].default
+    for name in ("num_context_tools", "alpha")
+}
 
 RANKINGS: dict[str, RankingFunction] = {
     "sufficiency-ndcg": SufficiencyNDCG(),
@@ -79,11 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num-context-tools",
         type=int,
-        default=3,
+        default=PIPELINE_DEFAULTS["num_context_tools"],
         help="tools shown to the rewriter (QTAPipeline.num_context_tools), in training and test",
     )
     parser.add_argument(
-        "--alpha", type=float, default=0.5, help="fusion weight of the rewrite, training and test"
+        "--alpha",
+        type=float,
+        default=PIPELINE_DEFAULTS["alpha"],
+        help="fusion weight of the rewrite, training and test",
     )
     parser.add_argument(
         "--ranking",

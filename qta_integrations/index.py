@@ -294,9 +294,11 @@ class ScoredToolIndex(ToolIndex):
 
     def rank_all(self, queries: Sequence[str]) -> list[list[str]]:
         """The full ranking of tool ids for each query, best first (ties by catalogue order)."""
-        return [
-            [self._ids[i] for i in np.argsort(-row, kind="stable")] for row in self.scores(queries)
-        ]
+        return self.rank_scores(self.scores(queries))
+
+    def rank_scores(self, scores: np.ndarray) -> list[list[str]]:
+        """Full rankings from a ``queries x tools`` matrix in `scores`' column order."""
+        return [[self._ids[i] for i in np.argsort(-row, kind="stable")] for row in scores]
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
         """Top ``k`` for each query, scoring all queries in one batch."""

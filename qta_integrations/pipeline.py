@@ -225,6 +225,21 @@ class QTAPipeline:
         )
         return RewriteRequest(query=query, context=context, history=tuple(history))
 
+    def rewrite_requests(
+        self, queries: Sequence[str], histories: Sequence[Sequence[str]] | None = None
+    ) -> list[RewriteRequest]:
+        """The rewriter's inputs for ``queries``, searching only as deep as the context needs.
+
+        For callers that rewrite without retrieving (the trainer, analyses); `retrieve_batch`
+        builds the same requests from its deeper search.
+        """
+        histories = self._histories(queries, histories)
+        hits = self.index.search_many(list(queries), max(1, self.num_context_tools))
+        return [
+            self.rewrite_request(q, h, hist)
+            for q, h, hist in zip(queries, hits, histories, strict=True)
+        ]
+
     def _result(
         self, query: str, rewrite: str | None, hits: list[ToolHit], k: int
     ) -> RetrievalResult:

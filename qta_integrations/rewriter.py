@@ -507,16 +507,33 @@ class HuggingFaceRewriter(QueryRewriter):
 
         Degenerate samples fall back to the original query, exactly as at inference.
         """
-        req = _as_request(request)
-        prompt = self._prompts([self.prompt.messages(req)])[0]
+        return self.sample_batch(
+            [request], num_samples=num_samples, temperature=temperature, top_p=top_p
+        )[0]
+
+    def sample_batch(
+        self,
+        requests: Sequence[RewriteRequest | str],
+        *,
+        num_samples: int,
+        temperature: float = 1.0,
+        top_p: float = 0.95,
+        max_new_tokens: int | None = None,
+    ) -> list[list[str]]:
+        """`sample` for many requests, generated in batches; one list of samples per request."""
+        reqs = [_as_request(r) for r in requests]
         raws = self.generate_from_prompts(
-            [prompt],
+            self._prompts([self.prompt.messages(r) for r in reqs]),
             do_sample=True,
             temperature=temperature,
             top_p=top_p,
             num_return_sequences=num_samples,
-        )[0]
-        return [self.finalize(req.query, raw) for raw in raws]
+            max_new_tokens=max_new_tokens,
+        )
+        return [
+            [self.finalize(r.query, raw) for raw in group]
+            for r, group in zip(reqs, raws, strict=True)
+        ]
 
 
 def _default_base() -> Path:

@@ -356,13 +356,9 @@ class QTATrainer:
 
     def _requests(self, examples: Sequence[TrainingExample]) -> list[RewriteRequest]:
         """The inference requests: the retriever's own context tools for each query."""
-        pipeline = self.pipeline
-        k = max(1, pipeline.num_context_tools)
-        hits = pipeline.index.search_many([e.query for e in examples], k)
-        return [
-            pipeline.rewrite_request(e.query, h, e.history)
-            for e, h in zip(examples, hits, strict=True)
-        ]
+        return self.pipeline.rewrite_requests(
+            [e.query for e in examples], [e.history for e in examples]
+        )
 
     def _prompt_strings(self, requests: Sequence[RewriteRequest]) -> list[str]:
         rewriter = self.rewriter

@@ -186,6 +186,17 @@ def test_rewriter_sees_the_top_tools_for_the_query(catalog: ToolCatalog) -> None
     assert "Tool documentation" not in none.messages[0][-1]["content"]
 
 
+def test_rewrite_requests_match_what_retrieval_shows_the_rewriter(catalog: ToolCatalog) -> None:
+    rewriter = CountingRewriter(REWRITES)
+    pipeline = _pipeline(catalog, rewriter=rewriter, num_context_tools=2)
+    requests = pipeline.rewrite_requests([QUERY, "and in Rome?"], [[], ["weather in Paris?"]])
+    pipeline.retrieve_batch([QUERY, "and in Rome?"], histories=[[], ["weather in Paris?"]])
+    assert [pipeline.rewriter.prompt.messages(r) for r in requests] == rewriter.messages
+    assert [len(r.context) for r in requests] == [2, 2]
+    with pytest.raises(ValueError, match="Got 1 histories for 2 queries"):
+        pipeline.rewrite_requests(["a", "b"], [["x"]])
+
+
 def test_unknown_ids_from_the_index_are_logged_and_left_out(
     catalog: ToolCatalog, caplog: pytest.LogCaptureFixture
 ) -> None:

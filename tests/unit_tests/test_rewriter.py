@@ -316,6 +316,20 @@ def test_hf_sample_returns_the_requested_number_of_candidates() -> None:
     assert all(isinstance(s, str) and s for s in samples)
 
 
+def test_hf_sample_batch_gives_one_list_per_request_and_matches_sample() -> None:
+    import torch
+
+    rewriter = tiny_hf_rewriter(prompt=SHORT_PROMPT)
+    torch.manual_seed(0)
+    batch = rewriter.sample_batch(["rain?", "AAPL price"], num_samples=2, max_new_tokens=4)
+    assert [len(group) for group in batch] == [2, 2]
+    assert all(isinstance(s, str) and s for group in batch for s in group)
+    torch.manual_seed(1)
+    one = rewriter.sample("rain?", num_samples=2)
+    torch.manual_seed(1)
+    assert rewriter.sample_batch(["rain?"], num_samples=2) == [one]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
