@@ -3,7 +3,7 @@
 Commands (run from the repository root, offline)::
 
     # The paper's benchmark: dense (MiniLM zero-shot), BM25 and QTA (default untuned SmolLM2)
-    qta eval --dataset mtrb-restbench --data-dir ../shared/data/mtrb --method dense bm25 qta
+    qta eval --dataset mtrb-restbench --data-dir MTRB_DIR --method dense bm25 qta
 
     # Your own labelled data, a trained adapter, results saved with per-query rankings
     qta eval --tools tools.jsonl --queries queries.jsonl --method dense qta
@@ -29,7 +29,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class CLIError(Exception):
 
 def add_eval_parser(subparsers: Any) -> None:
     """Register ``qta eval``."""
-    from qta_integrations.evaluation.harness import METHODS
+    from qta_integrations.evaluation.harness import DEFAULT_METHODS, METHODS
 
     parser = subparsers.add_parser(
         "eval",
@@ -86,7 +86,9 @@ def add_eval_parser(subparsers: Any) -> None:
     )
     source = parser.add_argument_group("data (either --dataset or --tools and --queries)")
     source.add_argument("--dataset", help=f"An MTRB subset: {', '.join(DATASETS)}.")
-    source.add_argument("--split", default="test", help="MTRB split: test (90 queries) or train.")
+    source.add_argument(
+        "--split", default=None, help="MTRB split: test (90 queries, the default) or train."
+    )
     source.add_argument(
         "--data-dir",
         type=Path,
@@ -95,12 +97,15 @@ def add_eval_parser(subparsers: Any) -> None:
     )
     source.add_argument(
         "--text",
-        default="rewrite",
+        default=None,
         choices=("rewrite", "original"),
         help="MTRB: index the rewritten descriptions (default) or RestBench's original ones.",
     )
     source.add_argument(
-        "--include-name", action="store_true", help="MTRB: index 'name: description'."
+        "--include-name",
+        action="store_true",
+        default=None,
+        help="MTRB: index 'name: description'.",
     )
     source.add_argument(
         "--tools", type=Path, help='Tools JSON/JSONL: {"id", "name", "description"}.'
@@ -108,18 +113,32 @@ def add_eval_parser(subparsers: Any) -> None:
     source.add_argument(
         "--queries", type=Path, help='Queries JSON/JSONL: {"query", "tools": [ids]}.'
     )
+    source.add_argument(
+        "--names-from-ids",
+        action="store_true",
+        help="--tools: use a tool's id as its name when the record has no 'name' (by default "
+        "such a record is an error).",
+    )
+    source.add_argument(
+        "--name",
+        help="The dataset's name in the table and the JSON (default: the --dataset name, or "
+        "the queries file's name without extension).",
+    )
     parser.add_argument(
         "--method",
         nargs="+",
-        default=list(METHODS),
+        default=list(DEFAULT_METHODS),
         metavar="METHOD",
-        help=f"One or more of {', '.join(METHODS)} (default: all).",
+        help=f"One or more of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; "
+        "qta-paper generates a rewrite per query: minutes on a CPU).",
     )
-    parser.add_argument("--adapter", type=Path, help="qta: a trained adapter directory.")
-    parser.add_argument("--k", nargs="+", type=int, default=[5, 10], help="Cutoffs (default 5 10).")
     parser.add_argument(
-        "--alpha", type=float, default=None, help="qta: weight of the rewrite (default 0.5)."
+        "--adapter",
+        type=Path,
+        help="qta: an adapter directory written by `qta train` (its labelled examples and "
+        "fitted weights); qta-paper: its DPO-aligned rewriter.",
     )
+    parser.add_argument("--k", nargs="+", type=int, default=[5, 10], help="Cutoffs (default 5 10).")
     parser.add_argument("--batch-size", type=int, default=16, help="Queries per batch.")
     parser.add_argument("--output", type=Path, help="Write reports (with per-query rankings) here.")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
@@ -133,24 +152,70 @@ def _load_eval_dataset(args: argparse.Namespace) -> Any:
     if args.dataset is not None and own:
         msg = "Pass either --dataset or --tools/--queries, not both."
         raise CLIError(msg)
+    mtrb_only = [
+        flag
+        for flag, value in (
+            ("--split", args.split),
+            ("--text", args.text),
+            ("--include-name", args.include_name),
+            ("--data-dir", args.data_dir),
+        )
+        if value is not None
+    ]
+    if own and mtrb_only:
+        msg = (
+            f"{', '.join(mtrb_only)} apply only to --dataset mtrb-*, not to --tools/--queries; "
+            "drop them (your files are indexed as they are)."
+        )
+        raise CLIError(msg)
+    if args.dataset is not None and args.names_from_ids:
+        msg = "--names-from-ids applies only to --tools files; drop it with --dataset."
+        raise CLIError(msg)
     if args.dataset is not None:
         if args.dataset not in DATASETS:
             msg = f"Unknown dataset {args.dataset!r}; choose one of: {', '.join(DATASETS)}."
             raise CLIError(msg)
-        return load_mtrb(
-            args.dataset.removeprefix("mtrb-"),
-            args.split,
-            args.data_dir,
-            text=args.text,
-            include_name=args.include_name,
-        )
+        try:
+            dataset = load_mtrb(
+                args.dataset.removeprefix("mtrb-"),
+                args.split or "test",
+                args.data_dir,
+                text=args.text or "rewrite",
+                include_name=bool(args.include_name),
+            )
+        except OSError as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            msg = (
+                f"could not download {args.dataset} ({err.__cause__ or err}). Pass --data-dir "
+                "DIR or set QTA_MTRB_DIR=DIR, DIR being a local MTRB directory "
+                "(<subset>/<file>, e.g. restbench/tmdb_tool_rewrite.json)."
+            )
+            raise CLIError(msg) from err
+        return dataset if args.name is None else replace(dataset, name=args.name)
     if args.tools is None or args.queries is None:
         msg = (
             "Say what to evaluate on: --dataset "
             f"{{{','.join(DATASETS)}}}, or both --tools FILE and --queries FILE."
         )
         raise CLIError(msg)
-    return load_retrieval_dataset(args.tools, args.queries)
+    return load_retrieval_dataset(
+        args.tools, args.queries, name=args.name, names_from_ids=args.names_from_ids
+    )
+
+
+def _check_output_file(path: Path) -> None:
+    """Refuse an ``--output`` that cannot be written, before any work is done."""
+    if path.is_dir():
+        msg = (
+            f"--output must be a file path, got the directory {str(path)!r}; pass e.g. "
+            f"{str(path / 'results.json')!r}."
+        )
+        raise CLIError(msg)
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        msg = f"--output {str(path)!r} cannot be created: {str(parent)!r} is a file."
+        raise CLIError(msg)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -174,22 +239,22 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         msg = f"--batch-size must be >= 1, got {args.batch_size}."
         raise CLIError(msg)
-    if args.adapter is not None and "qta" not in methods:
-        msg = "--adapter only applies to --method qta; add qta to --method."
+    if args.adapter is not None and not {"qta", "qta-paper"} & set(methods):
+        msg = "--adapter only applies to --method qta or qta-paper; add one to --method."
         raise CLIError(msg)
     if args.adapter is not None and not args.adapter.exists():
         msg = f"No adapter directory at {str(args.adapter)!r}."
         raise CLIError(msg)
+    if args.output is not None:
+        _check_output_file(args.output)
     dataset = _load_eval_dataset(args)
     print(f"{dataset!r}", file=sys.stderr)
     reports = []
     for method in methods:
         kwargs: dict[str, Any] = {}
-        if method == "qta":
+        if method in ("qta", "qta-paper"):
             kwargs["adapter"] = args.adapter
             kwargs["rewriter"] = overrides.rewriter if args.adapter is None else None
-            if args.alpha is not None:
-                kwargs["alpha"] = args.alpha
         embeddings = overrides.embeddings if method != "bm25" else None
         start = time.perf_counter()
         pipeline = build_pipeline(
@@ -201,13 +266,12 @@ def run_eval(args: argparse.Namespace) -> int:
         )
         setup_seconds = time.perf_counter() - start
         info: dict[str, Any] = {"setup_seconds": setup_seconds, **dict(dataset.metadata)}
-        if pipeline.rewriter is not None:
-            info.update(
-                rewriter=getattr(pipeline.rewriter, "name", type(pipeline.rewriter).__name__),
-                adapter=str(args.adapter) if args.adapter is not None else None,
-                alpha=pipeline.alpha,
-                num_context_tools=pipeline.num_context_tools,
-            )
+        info.update(
+            settings=pipeline.settings.to_dict(),
+            examples=len(pipeline.memory),
+            rewriter=pipeline.rewriter_reference,
+            adapter=str(args.adapter) if args.adapter is not None else None,
+        )
         reports.append(
             evaluate(
                 pipeline,
@@ -295,6 +359,14 @@ DEMO_TOOLS: list[dict[str, str]] = [
 ]
 """The demo's built-in catalogue (15 tools)."""
 
+DEMO_EXAMPLES: list[dict[str, Any]] = [
+    {"query": "Will it be sunny in Madrid this weekend?", "tools": ["weather"]},
+    {"query": "Who starred in Inception?", "tools": ["movie_search", "movie_credits"]},
+    {"query": "What is 100 dollars in pounds?", "tools": ["currency"]},
+    {"query": "I need a place to stay in Berlin in May.", "tools": ["hotels"]},
+]
+"""Labelled queries the demo teaches the retriever before running the queries."""
+
 DEMO_QUERIES: list[str] = [
     "Do I need an umbrella in Lisbon tomorrow?",
     "Who directed the movie Parasite?",
@@ -308,11 +380,12 @@ def add_demo_parser(subparsers: Any) -> None:
     """Register ``qta demo``."""
     parser = subparsers.add_parser(
         "demo",
-        help="Index 15 built-in tools, rewrite a few queries, show the top tools.",
+        help="Index 15 built-in tools, teach 4 labelled queries, show the top tools.",
         description=(
-            "Index a small built-in tool list with all-MiniLM-L6-v2, rewrite a few queries with "
-            "the default SmolLM2 rewriter (or --adapter DIR), print each rewrite and the top "
-            "tools. Example: qta demo --query 'Who directed Parasite?'"
+            "Index a small built-in tool list with all-MiniLM-L6-v2, attach 4 labelled queries "
+            "to their tools and fit the fusion on them (or load --adapter DIR), then print the "
+            "fitted weights and the top tools of a few queries, with each signal's view. "
+            "Example: qta demo --query 'Who directed Parasite?'"
         ),
     )
     parser.add_argument(
@@ -324,8 +397,9 @@ def add_demo_parser(subparsers: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """``qta demo``: the whole QTA path (index, rewrite, search twice, fuse) on 15 tools."""
+    """``qta demo``: index 15 tools, learn from 4 labelled queries, retrieve."""
     from qta_integrations.pipeline import QTAPipeline
+    from qta_integrations.validation import validate_query
 
     overrides: Overrides = getattr(args, "overrides", None) or Overrides()
     if args.adapter is not None and not args.adapter.exists():
@@ -334,17 +408,25 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.k < 1:
         msg = f"--k must be >= 1, got {args.k}."
         raise CLIError(msg)
+    for query in args.query or ():
+        validate_query(query, name="--query")  # before any model is loaded
     rewriter: Any = args.adapter or overrides.rewriter or "default"
-    print(f"Indexing {len(DEMO_TOOLS)} tools and loading the rewriter...", file=sys.stderr)
+    print(f"Indexing {len(DEMO_TOOLS)} tools...", file=sys.stderr)
     pipeline = QTAPipeline.from_tools(
         DEMO_TOOLS, embeddings=overrides.embeddings, rewriter=rewriter, k=args.k
     )
+    if args.adapter is None:
+        print(f"Learning from {len(DEMO_EXAMPLES)} labelled queries...", file=sys.stderr)
+        pipeline.add_examples(DEMO_EXAMPLES)
+    weights = ", ".join(f"{n}={pipeline.fusion.weight(n):g}" for n in pipeline.fusion.active())
+    print(f"Fused weights: {weights} ({len(pipeline.memory)} labelled queries in memory)")
     queries = args.query or DEMO_QUERIES
     for result in pipeline.retrieve_batch(queries):
-        rewrite = result.rewrites[0] if result.rewrites else "(none: the original query is used)"
-        print(f"\nQuery:   {result.query}\nRewrite: {rewrite}")
+        print(f"\nQuery:   {result.query}")
+        if result.rewrites:
+            print(f"Rewrite: {result.rewrites[0]}")
         for item in result.tools:
-            print(f"  {item.rank}. {item.tool.id:<14} {item.score:.3f}  {item.tool.description}")
+            print(f"  {item.rank}. {item.tool.id:<14} {item.score:6.3f}  {item.tool.description}")
     return 0
 
 
@@ -400,6 +482,8 @@ def main(argv: Sequence[str] | None = None, *, overrides: Overrides | None = Non
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The one-time conversion of the default rewriter (path, size, time) is worth a line.
+    logging.getLogger("qta_integrations.models").setLevel(logging.INFO)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -408,10 +492,12 @@ def main(argv: Sequence[str] | None = None, *, overrides: Overrides | None = Non
     args.argv = ["qta", *argv]
     try:
         return int(handler(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError) as err:
+    except (CLIError, OSError, ValueError) as err:
+        # Bad input (flags, files, values): one line, no traceback; -v shows the traceback.
         if args.verbose:
             raise
-        print(f"qta: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"qta: error: {message}", file=sys.stderr)
         return 2
 
 

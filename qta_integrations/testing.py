@@ -8,12 +8,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from qta_integrations.prompts import RewritePrompt
+from qta_integrations.prompts import RewritePrompt, RewriteRequest
 from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter
 
 __all__ = [
@@ -74,6 +75,8 @@ class FakeRewriter(QueryRewriter):
         super().__init__(prompt=prompt, cache_size=cache_size)
         self.rewrites = rewrites or {}
         self.calls: list[str] = []
+        self._rendered: dict[str, str] = {}  # last user turn -> its query, set by `render`
+        self._rendered_lock = threading.Lock()
 
     def _rewrite_one(self, query: str) -> str:
         self.calls.append(query)
@@ -81,13 +84,27 @@ class FakeRewriter(QueryRewriter):
             return self.rewrites(query)
         return self.rewrites.get(query, query)
 
+    def render(self, request: RewriteRequest | str) -> list[dict[str, str]]:
+        """Render as usual, remembering which query each prompt was rendered from."""
+        messages = super().render(request)
+        query = request.query if isinstance(request, RewriteRequest) else request
+        with self._rendered_lock:
+            self._rendered[messages[-1]["content"]] = query
+            while len(self._rendered) > 4096:
+                self._rendered.pop(next(iter(self._rendered)))
+        return messages
+
+    def _query_of(self, messages: list[dict[str, str]]) -> str:
+        content = messages[-1]["content"]
+        with self._rendered_lock:
+            query = self._rendered.get(content)
+        if query is not None:
+            return query
+        # Messages built elsewhere: the query is what follows the last "Request: " marker.
+        return content.rpartition("Request: ")[2].rpartition("\nRewritten request:")[0]
+
     def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        # The query is the text after the last "Request: " in the final user turn.
-        queries = [
-            m[-1]["content"].rpartition("Request: ")[2].rpartition("\nRewritten request:")[0]
-            for m in messages
-        ]
-        return [self._rewrite_one(q) for q in queries]
+        return [self._rewrite_one(self._query_of(m)) for m in messages]
 
 
 def tiny_tokenizer() -> Any:

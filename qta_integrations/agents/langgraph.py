@@ -24,9 +24,10 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
 from qta_integrations.index import ToolHit
-from qta_integrations.pipeline import QTAPipeline, RetrievalResult, _check_positive
+from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.tools import Tool, ToolCatalog
+from qta_integrations.validation import check_positive_int, has_visible_text
 
 __all__ = [
     "ConversationQuery",
@@ -77,7 +78,8 @@ def conversation_query(
         context_turns: Earlier user turns joined to the last one in ``context_query``.
 
     Raises:
-        ValueError: if there is no non-empty user message, or ``context_turns`` is negative.
+        ValueError: if there is no user message with visible text (turns of only whitespace,
+            control or zero-width characters are skipped), or ``context_turns`` is negative.
 
     Example:
         >>> cq = conversation_query([("user", "weather in Paris?"), ("ai", "Sunny."),
@@ -93,7 +95,7 @@ def conversation_query(
     turns = [
         m.text.strip()
         for m in convert_to_messages(list(messages))
-        if isinstance(m, HumanMessage) and m.text.strip()
+        if isinstance(m, HumanMessage) and has_visible_text(m.text)
     ]
     if not turns:
         msg = (
@@ -237,7 +239,7 @@ class QTAToolSelector:
     ) -> None:
         self.pipeline = _as_pipeline(retriever)
         if k is not None:
-            _check_positive("k", k)
+            check_positive_int("k", k)
         if context_turns < 0:
             msg = f"context_turns must be >= 0, got {context_turns}."
             raise ValueError(msg)
@@ -422,7 +424,7 @@ def bigtool_retrieve_functions(
             agent = builder.compile()
     """
     pipeline = _as_pipeline(retriever)
-    _check_positive("k", k)
+    check_positive_int("k", k)
 
     def retrieve_tools(query: str) -> list[str]:
         """Retrieve tools to use, given a search query that describes what you need to do."""

@@ -8,7 +8,9 @@ Two ways to get one:
 
 * `load_retrieval_dataset` reads your own files: tools as a JSON list or JSONL of
   ``{"id", "name", "description"}`` records, queries as a JSON list or JSONL of
-  ``{"query": str, "tools": [tool id, ...]}`` records.
+  ``{"query": str, "tools": [tool id, ...]}`` records. Every tool record needs a ``name``
+  (``""`` to index the description alone); using the id instead is an explicit opt-in
+  (``names_from_ids=True``, CLI ``--names-from-ids``). Errors name the file and the line.
 * `load_mtrb` reads an MTRB subset (RestBench, MetaTool, ToolBench; arXiv 2410.03212) from a
   local directory, or fetches the public files from GitHub at a pinned commit and checks
   their sha256.
@@ -41,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qta_integrations.tools import Tool, ToolCatalog, read_records
+from qta_integrations.tools import Tool, ToolCatalog, read_numbered_records
+from qta_integrations.validation import describe, validate_query
 
 __all__ = [
     "MTRB_COMMIT",
@@ -132,8 +135,9 @@ class LabelledQuery:
 
     def __post_init__(self) -> None:
         if not isinstance(self.query, str) or not self.query.strip():
-            msg = f"LabelledQuery.query must be a non-empty string, got {self.query!r}."
+            msg = f"LabelledQuery.query must be a non-empty string, got {describe(self.query)}."
             raise ValueError(msg)
+        validate_query(self.query, name="LabelledQuery.query")
         if isinstance(self.tool_ids, str):
             msg = (
                 f"LabelledQuery.tool_ids must be a sequence of ids, got the string "
@@ -203,19 +207,29 @@ def _check_labels(catalog: ToolCatalog, queries: Sequence[LabelledQuery], *, con
 
 
 def load_retrieval_dataset(
-    tools: str | os.PathLike[str], queries: str | os.PathLike[str], *, name: str | None = None
+    tools: str | os.PathLike[str],
+    queries: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    names_from_ids: bool = False,
 ) -> RetrievalDataset:
     """Load a dataset from a tools file and a queries file (JSON list or JSONL each).
 
     Args:
-        tools: Records ``{"id", "name", "description"}`` (see `ToolCatalog.from_file`).
+        tools: Records ``{"id", "name", "description"}`` (see `ToolCatalog.from_file`). Every
+            record needs a ``name`` (``""`` indexes the description alone), unless
+            ``names_from_ids``.
         queries: Records ``{"query": str, "tools": [tool id, ...]}``; every id must be a
             tool id from ``tools``.
         name: Name for reports; defaults to the queries file's stem.
+        names_from_ids: Use a tool's id as its name when the record has no ``name`` (the id
+            is then embedded with the description).
 
     Raises:
         FileNotFoundError: if a file is missing.
-        ValueError: for a malformed record (naming its position and file) or unknown ids.
+        IsADirectoryError: if a path is a directory.
+        ValueError: for a file that is not JSON/JSONL, a malformed record or a tool without a
+            name (naming the file, the record and its line), or unknown ids.
 
     Example:
         .. code-block:: python
@@ -225,33 +239,46 @@ def load_retrieval_dataset(
             data = load_retrieval_dataset("tools.jsonl", "queries.jsonl")
     """
     queries_path = Path(queries)
-    catalog = ToolCatalog.from_file(Path(tools))
-    records = read_records(queries_path)
-    labelled = [_parse_query_record(r, i, queries_path) for i, r in enumerate(records)]
+    catalog = ToolCatalog.from_file(Path(tools), require_names=not names_from_ids)
+    records = read_numbered_records(queries_path)
+    labelled = [
+        _parse_query_record(r, i, queries_path, line) for i, (line, r) in enumerate(records)
+    ]
     return RetrievalDataset(
         catalog, labelled, name=name or queries_path.stem, metadata={"tools_file": str(tools)}
     )
 
 
-def _parse_query_record(record: Any, position: int, path: Path) -> LabelledQuery:
-    where = f"query record #{position} in {str(path)!r}"
+def _parse_query_record(
+    record: Any, position: int, path: Path, line: int | None = None
+) -> LabelledQuery:
+    at_line = f" (line {line})" if line is not None else ""
+    where = f"query record #{position}{at_line} in {str(path)!r}"
     if not isinstance(record, Mapping):
-        msg = f"{where} must be an object {{'query': ..., 'tools': [...]}}, got {record!r}."
+        msg = f"{where} must be an object {{'query': ..., 'tools': [...]}}, got {describe(record)}."
         raise ValueError(msg)
     query = record.get("query")
     if not isinstance(query, str) or not query.strip():
-        msg = f"{where} needs a non-empty string 'query', got {query!r}."
+        msg = f"{where} needs a non-empty string 'query', got {describe(query)}."
         raise ValueError(msg)
+    try:
+        validate_query(query)
+    except ValueError as err:
+        msg = f"{where}: {err}"
+        raise ValueError(msg) from None
     tools = record.get("tools")
     if isinstance(tools, (str, int)):
         tools = [tools]
     if not isinstance(tools, list) or not tools:
-        msg = f"{where} needs 'tools': a non-empty list of tool ids, got {tools!r}."
+        msg = f"{where} needs 'tools': a non-empty list of tool ids, got {describe(tools)}."
         raise ValueError(msg)
     ids = []
     for tool_id in tools:
         if isinstance(tool_id, bool) or not isinstance(tool_id, (str, int)):
-            msg = f"{where} has a tool id that is not a string: {tool_id!r}."
+            msg = (
+                f"{where} has a tool id that is not a string: {describe(tool_id)}. List the "
+                'ids as strings: "tools": ["get_weather", ...].'
+            )
             raise ValueError(msg)
         ids.append(str(tool_id))
     return LabelledQuery(query, tuple(ids))
@@ -402,13 +429,19 @@ def load_mtrb(
     tools_rel, queries_rel = _MTRB_FILES[(subset, split)]
     tools_path = mtrb_file(tools_rel, data_dir)
     queries_path = mtrb_file(queries_rel, data_dir)
-    entries = _mtrb_tools(subset, json.loads(tools_path.read_text(encoding="utf-8")), text)
-    catalog = ToolCatalog(
-        Tool(id=name, name=name if include_name else "", description=desc, metadata=meta)
-        for name, desc, meta in entries
-    )
-    records = json.loads(queries_path.read_text(encoding="utf-8"))
-    queries = [_mtrb_query(r, i, catalog.ids, queries_path) for i, r in enumerate(records)]
+    try:
+        entries = list(_mtrb_tools(subset, _read_mtrb_json(tools_path), text))
+        catalog = ToolCatalog(
+            Tool(id=name, name=name if include_name else "", description=desc, metadata=meta)
+            for name, desc, meta in entries
+        )
+    except (KeyError, TypeError, AttributeError) as err:
+        raise _mtrb_layout_error(tools_path, subset, err) from None
+    records = _read_mtrb_json(queries_path)
+    try:
+        queries = [_mtrb_query(r, i, catalog.ids, queries_path) for i, r in enumerate(records)]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise _mtrb_layout_error(queries_path, subset, err) from None
     return RetrievalDataset(
         catalog,
         queries,
@@ -424,11 +457,42 @@ def load_mtrb(
     )
 
 
+def _read_mtrb_json(path: Path) -> Any:
+    """Parse an MTRB file; a corrupted one is a `ValueError` naming the file and the line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as err:
+        msg = (
+            f"MTRB file {str(path)!r} is not UTF-8 text (byte {err.start}). It is corrupted: "
+            f"delete it and fetch it again, or restore it from {MTRB_REPO}."
+        )
+        raise ValueError(msg) from None
+    except json.JSONDecodeError as err:
+        msg = (
+            f"MTRB file {str(path)!r} is not valid JSON: {err.msg} at line {err.lineno}, column "
+            f"{err.colno}. It is corrupted: delete it and fetch it again, or restore it from "
+            f"{MTRB_REPO}."
+        )
+        raise ValueError(msg) from None
+
+
+def _mtrb_layout_error(path: Path, subset: str, err: Exception) -> ValueError:
+    detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+    msg = (
+        f"MTRB file {str(path)!r} does not have the {subset} layout ({detail}). It is corrupted "
+        f"or from another dataset: restore it from {MTRB_REPO} at commit {MTRB_COMMIT[:12]}."
+    )
+    return ValueError(msg)
+
+
 def _mtrb_tools(
     subset: str, data: Any, text: ToolText
 ) -> Iterable[tuple[str, str, dict[str, Any]]]:
     if subset == "metatool":
-        return [(name, str(desc), {}) for name, desc in dict(data).items()]
+        if not isinstance(data, Mapping):
+            msg = f"expected a JSON object of tool name -> description, got {type(data).__name__}"
+            raise TypeError(msg)
+        return [(name, str(desc), {}) for name, desc in data.items()]
     if subset == "toolbench":
         return [(t["tool_name"], t["tool_description"], {"category": t["category"]}) for t in data]
     # restbench: 0-based position i has "ID": i + 1.

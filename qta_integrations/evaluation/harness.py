@@ -5,13 +5,21 @@
 and returns an `EvaluationReport`: per-query rankings and rewrites, mean S@k / NDCG@k /
 Recall@k (from `qta_integrations.metrics`, in %, like the paper) and timing.
 
-`build_pipeline` builds the three methods the CLI compares on the same catalogue:
+`build_pipeline` builds the methods the CLI compares on the same catalogue (dense ones search
+an exact cosine index: the frozen retriever's exact ranking, no approximate-search noise):
 
-* ``"dense"``: all-MiniLM-L6-v2 alone (the paper's zero-shot row), exact cosine search;
+* ``"dense"``: all-MiniLM-L6-v2 alone (the paper's zero-shot row);
 * ``"bm25"``: `BM25ToolIndex`, the lexical baseline;
-* ``"qta"``: dense retrieval with the query and its rewrite by a local LLM, fused
-  (`QTAPipeline`'s default fusion); the default untuned SmolLM2-135M-Instruct or a trained
-  adapter directory.
+* ``"hybrid"``: dense + BM25 with fixed weights (`HYBRID_WEIGHTS`), no labels;
+* ``"qta"``: the fitted retriever: the example memory and the fusion weights learned from
+  labelled examples (a trained adapter directory, or ``examples=``); without either, the
+  no-label default, which is dense;
+* ``"qta-paper"``: the paper's configuration: the query and its rewrite by a local LLM (the
+  default SmolLM2-135M-Instruct, or the adapter's DPO-aligned one), fused with
+  ``0.5 * s(q, t) + 0.5 * s(rewrite, t)``; no memory, no lexical signal.
+
+When the retriever holds labelled examples, the report also splits the queries into those
+whose gold tools appear in the labels (``covered``) and the others (``uncovered``).
 
 `PAPER_RESULTS` holds the paper's Table 2 numbers, printed beside measured rows by
 `format_reports`.
@@ -21,18 +29,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qta_integrations.evaluation.datasets import RetrievalDataset
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.metrics import ndcg_at_k, recall_at_k, sufficiency_at_k
 from qta_integrations.pipeline import QTAPipeline
-from qta_integrations.rewriter import QueryRewriter
 from qta_integrations.tools import ToolCatalog
 
 __all__ = [
+    "DEFAULT_METHODS",
+    "HYBRID_WEIGHTS",
     "METHODS",
     "PAPER_RESULTS",
     "EvaluationReport",
@@ -43,7 +53,12 @@ __all__ = [
     "format_reports",
 ]
 
-METHODS = ("dense", "bm25", "qta")
+METHODS = ("dense", "bm25", "hybrid", "qta", "qta-paper")
+DEFAULT_METHODS = ("dense", "bm25", "hybrid", "qta")
+"""What ``qta eval`` runs by default (qta-paper generates a rewrite per query: minutes)."""
+
+HYBRID_WEIGHTS = FusionWeights(lexical=0.3)
+"""The no-label hybrid baseline: dense z-scores plus 0.3 x BM25 z-scores."""
 
 RetrieveFn = Callable[[Sequence[str], int], Sequence[Sequence[str]]]
 """A batch retriever: ``(queries, k) -> one ranking (tool ids, best first) per query``."""
@@ -77,7 +92,8 @@ are on MTRB's 2,391-tool corpus and not comparable with the rebuilt 811-tool one
 PAPER_NOTES: dict[str, str] = {
     "mtrb-toolbench": "paper: 2,391-tool corpus, not comparable",
 }
-_METHOD_LABELS = {"dense": _ZS, "qta": _QTA, "bm25": "BM25"}
+_METHOD_LABELS = {"dense": _ZS, "qta": _QTA, "qta-paper": _QTA, "bm25": "BM25"}
+_PAPER_ROWS = {"qta-paper": "qta"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,9 @@ class EvaluationReport:
         per_query: One `QueryOutcome` per query, in dataset order.
         seconds: Wall time of retrieval (rewriting included, indexing excluded).
         info: Extra facts recorded by the caller (catalogue size, indexing time, options).
+        groups: Mean metrics (in %) and query counts per group of queries: ``"covered"`` (a
+            gold tool appears in the retriever's labelled examples) and ``"uncovered"``; empty
+            when the retriever holds no examples.
 
     Example:
         .. code-block:: python
@@ -137,6 +156,7 @@ class EvaluationReport:
     per_query: list[QueryOutcome]
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def num_queries(self) -> int:
@@ -150,7 +170,7 @@ class EvaluationReport:
 
     def paper(self) -> dict[str, float] | None:
         """The paper's numbers for this dataset and method, if it reports them."""
-        return PAPER_RESULTS.get(self.dataset, {}).get(self.method)
+        return PAPER_RESULTS.get(self.dataset, {}).get(_PAPER_ROWS.get(self.method, self.method))
 
     def to_dict(self, *, per_query: bool = True) -> dict[str, Any]:
         """JSON-serialisable form (metrics in %)."""
@@ -160,6 +180,7 @@ class EvaluationReport:
             "ks": list(self.ks),
             "num_queries": self.num_queries,
             "metrics_percent": dict(self.metrics),
+            "groups": {name: dict(values) for name, values in self.groups.items()},
             "paper_percent": self.paper(),
             "seconds": self.seconds,
             "seconds_per_query": self.seconds_per_query,
@@ -199,6 +220,7 @@ def evaluate(
     batch_size: int = 16,
     show_progress: bool = True,
     info: Mapping[str, Any] | None = None,
+    labelled_tools: Collection[str] | None = None,
 ) -> EvaluationReport:
     """Retrieve for every query of ``dataset`` and score the rankings.
 
@@ -212,6 +234,8 @@ def evaluate(
         batch_size: Queries retrieved per call.
         show_progress: Show a tqdm progress bar over the queries.
         info: Extra facts to record in the report.
+        labelled_tools: Tools that have labelled examples, to split the report into covered
+            and uncovered queries (default: the tools of the pipeline's example memory).
 
     Raises:
         ValueError: for bad ``ks`` / ``batch_size``, or a retriever returning the wrong
@@ -242,9 +266,13 @@ def evaluate(
         desc=f"Evaluating {method} on {dataset.name}",
         unit="query",
         disable=not show_progress,
+        smoothing=0.0,  # the time estimate is the mean over all batches so far
+        miniters=1,
     ) as bar:
         for offset in range(0, len(queries), batch_size):
             chunk = queries[offset : offset + batch_size]
+            # The bar moves once per batch (and then shows a time estimate): say what is running.
+            bar.set_postfix_str(f"queries {offset + 1}-{offset + len(chunk)}", refresh=True)
             if isinstance(retriever, QTAPipeline):
                 results = retriever.retrieve_batch(chunk, k=depth)
                 chunk_rankings = [r.tool_ids for r in results]
@@ -273,8 +301,18 @@ def evaluate(
         for item, ranking, rewrite in zip(dataset.queries, rankings, rewrites, strict=True)
     ]
     names = [f"{m}@{k}" for m in ("S", "N", "R") for k in ks]
-    means = {n: 100.0 * math.fsum(o.metrics[n] for o in outcomes) / len(outcomes) for n in names}
+    means = _means(outcomes, names)
+    if labelled_tools is None and isinstance(retriever, QTAPipeline):
+        labelled_tools = {t for example in retriever.memory for t in example.tool_ids}
+    groups: dict[str, dict[str, float]] = {}
+    if labelled_tools:
+        labelled = set(labelled_tools)
+        for name, covered in (("covered", True), ("uncovered", False)):
+            members = [o for o in outcomes if bool(labelled & set(o.gold)) is covered]
+            if members:
+                groups[name] = {"num_queries": float(len(members)), **_means(members, names)}
     return EvaluationReport(
+        groups=groups,
         dataset=dataset.name,
         method=method,
         ks=ks,
@@ -285,6 +323,10 @@ def evaluate(
     )
 
 
+def _means(outcomes: Sequence[QueryOutcome], names: Sequence[str]) -> dict[str, float]:
+    return {n: 100.0 * math.fsum(o.metrics[n] for o in outcomes) / len(outcomes) for n in names}
+
+
 def build_pipeline(
     method: str,
     catalog: ToolCatalog,
@@ -292,27 +334,26 @@ def build_pipeline(
     embeddings: Any | None = None,
     rewriter: Any | None = None,
     adapter: str | Path | None = None,
+    examples: Any | None = None,
     show_progress: bool = False,
     **kwargs: Any,
 ) -> QTAPipeline:
-    """Build the `QTAPipeline` for one of `METHODS` over ``catalog``.
-
-    Dense and QTA use an exact cosine index (`ExactToolIndex`: the frozen retriever's exact
-    ranking, no approximate-search noise); BM25 uses `BM25ToolIndex`.
+    """Build the `QTAPipeline` for one of `METHODS` over ``catalog`` (see the module docstring).
 
     Args:
-        method: ``"dense"``, ``"bm25"`` or ``"qta"``.
+        method: One of `METHODS`.
         catalog: The tools (indexed now).
-        embeddings: For dense/qta; default all-MiniLM-L6-v2.
-        rewriter: For qta: a `QueryRewriter` (or anything `resolve_rewriter` accepts) used
-            instead of the default; mutually exclusive with ``adapter``.
-        adapter: For qta: a trained adapter directory, loaded with
-            `HuggingFaceRewriter.from_pretrained`.
+        embeddings: For the dense methods; default all-MiniLM-L6-v2.
+        rewriter: For qta / qta-paper: a `QueryRewriter` (or anything `resolve_rewriter`
+            accepts) used instead of the default; mutually exclusive with ``adapter``.
+        adapter: For qta / qta-paper: an adapter directory written by `QTATrainer` (qta uses
+            its examples and fitted weights, qta-paper its DPO-aligned rewriter).
+        examples: For qta: labelled examples to fit on now (`QTAPipeline.add_examples`).
         show_progress: Progress bar while indexing.
-        **kwargs: Passed to `QTAPipeline` (``alpha``, ``num_context_tools``, ``fetch_k``).
+        **kwargs: `RetrievalSettings` fields (``k``, ``fetch_k``, ``num_context_tools``).
 
     Raises:
-        ValueError: for an unknown method, or rewriter options given to a method without one.
+        ValueError: for an unknown method, or options the method does not take.
     """
     from qta_integrations.embeddings import resolve_embeddings
     from qta_integrations.index import ExactToolIndex, ToolIndex
@@ -320,28 +361,37 @@ def build_pipeline(
     if method not in METHODS:
         msg = f"Unknown method {method!r}; choose from {list(METHODS)}."
         raise ValueError(msg)
-    if method != "qta" and (rewriter is not None or adapter is not None):
-        msg = f"rewriter/adapter apply to method 'qta' only, not {method!r}."
+    if method not in ("qta", "qta-paper") and (rewriter is not None or adapter is not None):
+        msg = f"rewriter/adapter apply to methods 'qta' and 'qta-paper' only, not {method!r}."
+        raise ValueError(msg)
+    if method != "qta" and examples is not None:
+        msg = f"examples apply to method 'qta' only, not {method!r}."
         raise ValueError(msg)
     if rewriter is not None and adapter is not None:
         msg = "Pass either rewriter= or adapter=, not both."
         raise ValueError(msg)
     index: ToolIndex
     if method == "bm25":
-        from qta_integrations.evaluation.bm25 import BM25ToolIndex
+        from qta_integrations.lexical import BM25ToolIndex
 
         index = BM25ToolIndex()
     else:
         index = ExactToolIndex(resolve_embeddings(embeddings))
-    resolved: QueryRewriter | None = None
-    if method == "qta":
-        from qta_integrations.rewriter import HuggingFaceRewriter, resolve_rewriter
-
-        if adapter is not None:
-            resolved = HuggingFaceRewriter.from_pretrained(adapter)
-        else:
-            resolved = resolve_rewriter("default" if rewriter is None else rewriter)
-    return QTAPipeline(catalog, index, resolved, show_progress=show_progress, **kwargs)
+    spec: Any = None
+    if method in ("qta", "qta-paper"):
+        spec = adapter if adapter is not None else rewriter if rewriter is not None else "default"
+        if isinstance(spec, Path):
+            spec = str(spec)
+    if method == "hybrid":
+        kwargs.setdefault("fusion", HYBRID_WEIGHTS)
+    pipeline = QTAPipeline(catalog, index, spec, show_progress=show_progress, **kwargs)
+    if method == "qta-paper":
+        # The paper's fusion over the (possibly aligned) rewriter: no labels on the tool side.
+        pipeline.memory.clear()
+        pipeline.settings = pipeline.settings.replace(fusion=FusionWeights.paper())
+    if examples is not None:
+        pipeline.add_examples(examples)
+    return pipeline
 
 
 def _cell(value: float | None) -> str:
@@ -349,14 +399,14 @@ def _cell(value: float | None) -> str:
 
 
 def format_reports(reports: Sequence[EvaluationReport], *, paper: bool = True) -> str:
-    """A plain-text table of S@k then N@k per report, with the paper's row beside it.
+    """A plain-text table of S@k, N@k then R@k per report, with the paper's row beside it.
 
     Args:
         reports: The reports (any datasets, methods and cutoffs).
         paper: Add a ``paper`` row under each measured row the paper reports.
     """
     ks = sorted({k for r in reports for k in r.ks})
-    columns = [f"S@{k}" for k in ks] + [f"N@{k}" for k in ks]
+    columns = [f"{m}@{k}" for m in ("S", "N", "R") for k in ks]
     header = ["dataset", "method", "source", *columns, "s/query"]
     rows: list[list[str]] = []
     for report in reports:
@@ -369,6 +419,16 @@ def format_reports(reports: Sequence[EvaluationReport], *, paper: bool = True) -
                 f"{report.seconds_per_query:.3f}",
             ]
         )
+        for name, values in report.groups.items():
+            rows.append(
+                [
+                    "",
+                    "",
+                    f"{name} ({int(values['num_queries'])} queries)",
+                    *(_cell(values.get(c)) for c in columns),
+                    "",
+                ]
+            )
         reference = report.paper() if paper else None
         if reference is not None:
             label = f"paper: {_METHOD_LABELS.get(report.method, report.method)}"

@@ -13,9 +13,16 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from qta_integrations.memory import MemoryExample
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.settings import RetrievalSettings
+from qta_integrations.validation import (
+    check_positive_int,
+    check_storage_directory,
+    validate_history,
+)
 
 __all__ = ["QTARetriever", "result_to_documents"]
 
@@ -44,9 +51,12 @@ def result_to_documents(result: RetrievalResult) -> list[Document]:
 class QTARetriever(BaseRetriever):
     """Tool retriever with query-tool alignment (QTA, arXiv 2410.03212).
 
-    A small local LLM rewrites the query to read like the tool documents; the frozen embedding
-    retriever searches with both the query and the rewrite, and the union is reranked by
-    ``(1 - alpha) * s(query, tool) + alpha * s(rewrite, tool)``.
+    One search of the wrapped vector store (embedded Chroma by default) returns the nearest
+    tools and the nearest labelled examples; the candidates are reranked by alignment: a fusion
+    of signals (dense, BM25, example memory, label prior, and the local rewriter's rewrite)
+    whose weights are learned from a few labelled queries (`add_examples`, or `QTATrainer`).
+    Without labels it is plain dense retrieval, and the rewriter is called only when its fitted
+    weight is not zero.
 
     Setup:
         .. code-block:: bash
@@ -63,15 +73,24 @@ class QTARetriever(BaseRetriever):
                 {"id": "quote", "name": "get_quote", "description": "Price of a stock ticker."},
                 {"id": "route", "name": "plan_route", "description": "Directions between places."},
             ]
-            # Defaults: MiniLM embeddings, embedded Chroma, SmolLM2 rewriter.
+            # Defaults: MiniLM embeddings, embedded Chroma, SmolLM2 rewriter (loaded if used).
             retriever = QTARetriever(tools=tools, k=2)
 
     Usage:
         .. code-block:: python
 
             docs = retriever.invoke("should I take an umbrella in Paris?")
-            print(docs[0].id, docs[0].metadata["rewritten_query"])
+            print(docs[0].id, docs[0].metadata["score"])
             docs = retriever.invoke("how much is AAPL?", k=1)
+
+    Teach it with labelled queries (the fusion is refitted in seconds):
+        .. code-block:: python
+
+            retriever.add_examples([
+                {"query": "do I need a coat in Oslo?", "tools": ["weather"]},
+                {"query": "what does ACME trade at?", "tools": ["quote"]},
+            ])
+            print(retriever.core.fusion)
 
     Use within a chain:
         .. code-block:: python
@@ -102,14 +121,40 @@ class QTARetriever(BaseRetriever):
     rewriter: Any = "default"
     """'default' (SmolLM2-135M-Instruct), an adapter directory, a QueryRewriter, a LangChain
     chat model / Runnable, or None for plain dense retrieval."""
-    alpha: float = 0.5
-    """Weight of the rewrite in the fused score, in [0, 1]."""
-    fetch_k: int | None = None
-    """Hits fetched per query before fusion; default max(4k, 20)."""
-    num_context_tools: int = 3
-    """Top tools for the original query shown to the rewriter as wording examples."""
+    settings: RetrievalSettings | None = None
+    """Retrieval settings (fetch depth, context tools, fusion weights); ``k`` above wins."""
     pipeline: QTAPipeline | None = Field(default=None, exclude=True)
     """A prebuilt pipeline; when given, the component fields above are ignored."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any) -> Any:
+        """An unknown keyword (say ``fetch_k=0``) is an error, never silently ignored."""
+        if isinstance(data, dict):
+            unknown = sorted(str(key) for key in data if key not in cls.model_fields)
+            if unknown:
+                from dataclasses import fields
+
+                movable = sorted(set(unknown) & {f.name for f in fields(RetrievalSettings)})
+                hint = (
+                    f" {movable} are RetrievalSettings fields: pass "
+                    "settings=RetrievalSettings(...)."
+                    if movable
+                    else ""
+                )
+                msg = f"QTARetriever got unknown argument(s) {unknown}.{hint}"
+                raise ValueError(msg)
+        return data
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _check_k(cls, value: Any) -> int:
+        return check_positive_int("k", value)  # before pydantic turns True or "3" into an int
+
+    @field_validator("persist_directory", mode="before")
+    @classmethod
+    def _check_persist_directory(cls, value: Any) -> Any:
+        return None if value is None else check_storage_directory("persist_directory", value)
 
     @model_validator(mode="after")
     def _build_pipeline(self) -> QTARetriever:
@@ -127,10 +172,8 @@ class QTARetriever(BaseRetriever):
                 llama_index=self.llama_index,
                 persist_directory=self.persist_directory,
                 rewriter=self.rewriter,
+                settings=self.settings,
                 k=self.k,
-                fetch_k=self.fetch_k,
-                num_context_tools=self.num_context_tools,
-                alpha=self.alpha,
             )
         elif "k" not in self.model_fields_set:
             self.k = self.pipeline.k  # a prebuilt pipeline's k is the default, as in LlamaIndex
@@ -148,8 +191,9 @@ class QTARetriever(BaseRetriever):
         *,
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
-        history: Sequence[str] = (),
+        history: Sequence[str] | None = (),
     ) -> list[Document]:
+        history = validate_history(history)
         result = self.core.retrieve(query, k=self.k if k is None else k, history=history)
         return result_to_documents(result)
 
@@ -159,14 +203,31 @@ class QTARetriever(BaseRetriever):
         *,
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
-        history: Sequence[str] = (),
+        history: Sequence[str] | None = (),
     ) -> list[Document]:
+        history = validate_history(history)
         result = await self.core.aretrieve(query, k=self.k if k is None else k, history=history)
         return result_to_documents(result)
+
+    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`).
+
+        Example:
+            .. code-block:: python
+
+                retriever.add_examples([{"query": "umbrella in Oslo?", "tools": ["weather"]}])
+        """
+        return self.core.add_examples(examples, fit=fit)
+
+    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
+        return self.core.remove_examples(queries, fit=fit)
 
     def _warm_rewrites(self, inputs: Sequence[Any]) -> None:
         """Generate all rewrites of a batch in one model call; the per-input runs hit the cache."""
         pipeline = self.core
+        if not pipeline.fusion.uses_rewrite or not pipeline.has_rewriter:
+            return
         if pipeline.rewriter is None or pipeline.rewriter.cache_size < len(inputs):
             return
         queries = [q for q in inputs if isinstance(q, str) and q.strip()]
@@ -198,6 +259,49 @@ class QTARetriever(BaseRetriever):
 
         await asyncio.to_thread(self._warm_rewrites, inputs)
         return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    # -- saving -------------------------------------------------------------------------
+
+    def persist(self, directory: str | os.PathLike[str]) -> None:
+        """Save the retriever to ``directory`` (`qta_integrations.persist.save`).
+
+        Writes the catalogue, the index's vectors (or a reference to your own store), which
+        embeddings and rewriter were used, and the pipeline's state (settings, fitted fusion,
+        labelled examples). `from_persist_dir` reloads it without embedding anything.
+
+        Example:
+            .. code-block:: python
+
+                retriever.persist("saved-retriever")
+                retriever = QTARetriever.from_persist_dir("saved-retriever")
+
+        Raises:
+            ValueError: if ``directory`` is empty or names a file.
+        """
+        from qta_integrations import persist
+
+        persist.save(self.core, directory)
+
+    @classmethod
+    def from_persist_dir(cls, directory: str | os.PathLike[str], **kwargs: Any) -> QTARetriever:
+        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
+
+        Args:
+            directory: The directory written by `persist`.
+            **kwargs: As `qta_integrations.persist.load`: ``tools`` (the live tool objects),
+                ``embeddings`` (needed unless the default model was used), ``vectorstore`` /
+                ``llama_index`` (your own store, passed again), ``rewriter`` (replaces the saved
+                one), ``settings`` or single settings such as ``k=3``.
+
+        Raises:
+            FileNotFoundError: if ``directory`` holds no saved retriever.
+            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
+                an unknown version.
+            ValueError: if something saved cannot be rebuilt without being passed in.
+        """
+        from qta_integrations import persist
+
+        return cls(pipeline=persist.load(directory, **kwargs))
 
     # -- other frameworks ---------------------------------------------------------------
 

@@ -11,10 +11,8 @@ reloaded with ``from_persist_dir(dir)`` without embedding the catalogue again.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,32 +24,18 @@ from llama_index.core.objects.base_node_mapping import BaseObjectNodeMapping
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, QueryType, TextNode
 
-from qta_integrations.embeddings import resolve_embeddings
-from qta_integrations.index import (
-    LlamaIndexToolIndex,
-    VectorStoreToolIndex,
-    chroma_tool_index,
-)
-from qta_integrations.pipeline import (
-    QTAPipeline,
-    RetrievalResult,
-    _check_positive,
-    validate_query,
-)
-from qta_integrations.rewriter import resolve_rewriter
+from qta_integrations import persist
+from qta_integrations.index import CHROMA_DIR
+from qta_integrations.persist import SAVED
+from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.tools import ToolCatalog, ToolsLike
+from qta_integrations.validation import check_positive_int, check_storage_directory, validate_query
 
 __all__ = ["QTALlamaIndexRetriever", "QTAToolRetriever", "result_to_nodes"]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "qta_retriever.json"
-TOOLS_FILE = "tools.json"
-CHROMA_DIR = "chroma"
-LLAMA_INDEX_DIR = "llama_index"
-FORMAT_VERSION = 1
-SAVED = "saved"
-"""``rewriter=SAVED`` in `QTALlamaIndexRetriever.from_persist_dir`: reload the saved rewriter."""
 
 # Per-request fields: shown to no LLM and embedded nowhere.
 _RESULT_KEYS = ["query", "rewritten_query", "rank", "tool_id"]
@@ -101,7 +85,7 @@ def _resolve_k(pipeline: QTAPipeline, k: int | None, similarity_top_k: int | Non
     value = k if k is not None else similarity_top_k
     if value is None:
         return pipeline.k
-    _check_positive("k", value)
+    check_positive_int("k", value)
     return value
 
 
@@ -196,10 +180,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
         embed_model: Any | None = None,
         index: Any | None = None,
         rewriter: Any = "default",
-        k: int = 5,
-        alpha: float = 0.5,
-        fetch_k: int | None = None,
-        num_context_tools: int = 3,
+        k: int | None = None,
+        settings: RetrievalSettings | None = None,
         persist_dir: str | os.PathLike[str] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
@@ -214,17 +196,16 @@ class QTALlamaIndexRetriever(BaseRetriever):
                 embedded Chroma (it embeds with its own ``embed_model``).
             rewriter: ``"default"`` (SmolLM2-135M-Instruct), an adapter directory, a
                 `QueryRewriter`, a LangChain chat model, or None for dense retrieval only.
-            k: Number of tools returned.
-            alpha: Weight of the rewrite in the fused score, in [0, 1].
-            fetch_k: Hits fetched per query before fusion; default ``max(4k, 20)``.
-            num_context_tools: Tools shown to the rewriter as examples of the wording.
+            k: Number of tools returned (default ``settings.k``, 5).
+            settings: Retrieval settings (fetch depth, context tools, fusion weights).
             persist_dir: Keep the embedded Chroma index on disk in this directory and save the
                 catalogue and settings beside it (see `persist`).
             callback_manager: LlamaIndex callbacks.
             verbose: LlamaIndex verbosity.
 
         Raises:
-            ValueError: if both ``index`` and ``embed_model`` or ``persist_dir`` are given.
+            ValueError: if both ``index`` and ``embed_model`` or ``persist_dir`` are given, or
+                ``persist_dir`` is empty or names a file.
         """
         if index is not None and embed_model is not None:
             msg = (
@@ -238,16 +219,16 @@ class QTALlamaIndexRetriever(BaseRetriever):
                 "Pass one of them; a VectorStoreIndex is saved with retriever.persist(dir)."
             )
             raise ValueError(msg)
+        if persist_dir is not None:
+            persist_dir = check_storage_directory("persist_dir", persist_dir)
         pipeline = QTAPipeline.from_tools(
             tools,
             embeddings=embed_model,
             llama_index=index,
             persist_directory=Path(persist_dir) / CHROMA_DIR if persist_dir is not None else None,
             rewriter=rewriter,
-            k=k,
-            alpha=alpha,
-            fetch_k=fetch_k,
-            num_context_tools=num_context_tools,
+            settings=settings,
+            **({} if k is None else {"k": k}),
         )
         retriever = cls(pipeline, callback_manager=callback_manager, verbose=verbose)
         if persist_dir is not None:
@@ -255,19 +236,18 @@ class QTALlamaIndexRetriever(BaseRetriever):
         return retriever
 
     def persist(self, persist_dir: str | os.PathLike[str]) -> None:
-        """Save the catalogue, the settings and the embedded vectors to ``persist_dir``.
+        """Save the retriever to ``persist_dir`` (`qta_integrations.persist.save`).
 
-        Writes ``tools.json`` (the catalogue), ``qta_retriever.json`` (k, alpha, fetch_k,
-        num_context_tools, the rewriter's directory when it was loaded from one, which
-        embeddings were used) and the vectors: a persistent Chroma directory for the embedded
-        Chroma index, or LlamaIndex's storage files for a ``VectorStoreIndex``. Reloading with
-        `from_persist_dir` embeds nothing.
+        Writes the catalogue, the index's vectors (the embedded Chroma's directory, or
+        LlamaIndex's storage files for a ``VectorStoreIndex``) or a reference to the store, which
+        embeddings and rewriter were used, and the pipeline's state (settings, fitted fusion,
+        labelled examples) in ``qta_retriever.json``. Reloading with `from_persist_dir` embeds
+        nothing.
 
         Raises:
-            TypeError: if the index is a vector store other than Chroma (persist it yourself and
-                pass it back through ``QTAPipeline``).
+            ValueError: if ``persist_dir`` is empty or names a file.
         """
-        _save_pipeline(self.pipeline, Path(persist_dir))
+        persist.save(self.pipeline, persist_dir)
 
     @classmethod
     def from_persist_dir(
@@ -276,15 +256,17 @@ class QTALlamaIndexRetriever(BaseRetriever):
         *,
         tools: ToolsLike | None = None,
         embed_model: Any | None = None,
+        index: Any | None = None,
+        vectorstore: Any | None = None,
         rewriter: Any = SAVED,
+        settings: Any | None = None,
         k: int | None = None,
-        alpha: float | None = None,
         fetch_k: int | None = None,
         num_context_tools: int | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> QTALlamaIndexRetriever:
-        """Reload a retriever saved with `persist` (or ``from_defaults(persist_dir=...)``).
+        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
 
         Args:
             persist_dir: The directory written by `persist`.
@@ -292,10 +274,14 @@ class QTALlamaIndexRetriever(BaseRetriever):
                 cannot be saved); their ids must match the saved catalogue. Default: the saved
                 catalogue.
             embed_model: The embedding model used when saving. Needed unless it was the default.
+            index: The LlamaIndex index, when the saved retriever used your own (its vector
+                store keeps the nodes, so it was not copied).
+            vectorstore: The LangChain vector store, when the saved retriever used your own.
             rewriter: ``"saved"`` reloads the saved rewriter; anything else replaces it (see
                 `from_defaults`).
-            k: Overrides the saved ``k``; likewise ``alpha``, ``fetch_k``, ``num_context_tools``.
-            alpha: Overrides the saved ``alpha``.
+            settings: A `RetrievalSettings` replacing the saved settings (fusion weights
+                included).
+            k: Overrides the saved ``k``; likewise ``fetch_k``, ``num_context_tools``.
             fetch_k: Overrides the saved ``fetch_k``.
             num_context_tools: Overrides the saved ``num_context_tools``.
             callback_manager: LlamaIndex callbacks.
@@ -303,17 +289,21 @@ class QTALlamaIndexRetriever(BaseRetriever):
 
         Raises:
             FileNotFoundError: if ``persist_dir`` holds no saved retriever.
-            ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings or
-                rewriter cannot be rebuilt without being passed in.
+            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
+                an unknown version.
+            ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings,
+                index or rewriter cannot be rebuilt without being passed in.
         """
-        overrides = {"k": k, "alpha": alpha, "fetch_k": fetch_k}
-        overrides["num_context_tools"] = num_context_tools
-        pipeline = _load_pipeline(
-            Path(persist_dir),
+        overrides = {"k": k, "fetch_k": fetch_k, "num_context_tools": num_context_tools}
+        pipeline = persist.load(
+            check_storage_directory("persist_dir", persist_dir),
             tools=tools,
-            embed_model=embed_model,
+            embeddings=embed_model,
+            llama_index=index,
+            vectorstore=vectorstore,
             rewriter=rewriter,
-            overrides={key: v for key, v in overrides.items() if v is not None},
+            settings=settings,
+            **{key: v for key, v in overrides.items() if v is not None},
         )
         return cls(pipeline, callback_manager=callback_manager, verbose=verbose)
 
@@ -499,173 +489,3 @@ def _check_tool_objects(catalog: ToolCatalog) -> None:
                 "tool dicts use QTALlamaIndexRetriever, which returns nodes."
             )
             raise TypeError(msg)
-
-
-# -- saving and loading a pipeline -----------------------------------------------------------
-
-
-def _embeddings_name(embeddings: Any) -> str:
-    from qta_integrations.embeddings import default_embedding_model_path
-
-    inner = getattr(embeddings, "_langchain_embedding", embeddings)  # LlamaIndex wrapper
-    if getattr(inner, "model_name", None) == default_embedding_model_path():
-        return "default"
-    return type(inner).__name__
-
-
-def _rewriter_entry(pipeline: QTAPipeline) -> tuple[str | None, str | None]:
-    rewriter = pipeline.rewriter
-    if rewriter is None:
-        return None, None
-    return getattr(rewriter, "source", None), type(rewriter).__name__
-
-
-def _chroma_lives_in(store: Any, directory: Path) -> bool:
-    """Whether ``store`` is the default collection of a persistent Chroma in ``directory``."""
-    from qta_integrations.index import DEFAULT_COLLECTION_NAME
-
-    client = getattr(store, "_client", None)
-    settings = client.get_settings() if client is not None else None
-    if settings is None or not settings.is_persistent:
-        return False
-    same_dir = Path(settings.persist_directory).resolve() == directory.resolve()
-    return bool(same_dir and store._collection.name == DEFAULT_COLLECTION_NAME)
-
-
-def _save_pipeline(pipeline: QTAPipeline, persist_dir: Path) -> None:
-    persist_dir.mkdir(parents=True, exist_ok=True)
-    index = pipeline.index
-    ids = pipeline.catalog.ids
-    if isinstance(index, VectorStoreToolIndex):
-        from langchain_chroma import Chroma
-
-        store = index.vectorstore
-        if not isinstance(store, Chroma):
-            msg = (
-                f"Cannot save a {type(store).__name__} index: persist() saves the embedded "
-                "Chroma index or a LlamaIndex VectorStoreIndex. Persist your vector store "
-                "yourself and rebuild the pipeline with QTAPipeline(catalog, index, ...)."
-            )
-            raise TypeError(msg)
-        backend = "chroma"
-        embeddings_name = _embeddings_name(store.embeddings)
-        if _chroma_lives_in(store, persist_dir / CHROMA_DIR):
-            # Already on disk there (from_defaults(persist_dir=...)): drop removed tools only.
-            stale = [i for i in store.get(include=[])["ids"] if i not in set(ids)]
-            if stale:
-                store.delete(stale)
-        else:
-            _copy_chroma(store, persist_dir / CHROMA_DIR, ids)
-    elif isinstance(index, LlamaIndexToolIndex):
-        backend = "llama_index"
-        embeddings_name = _embeddings_name(getattr(index.index, "_embed_model", None))
-        target = persist_dir / LLAMA_INDEX_DIR
-        shutil.rmtree(target, ignore_errors=True)
-        index.index.storage_context.persist(persist_dir=str(target))
-    else:
-        msg = (
-            f"Cannot save a {type(index).__name__}: persist() saves the embedded Chroma index "
-            "or a LlamaIndex VectorStoreIndex."
-        )
-        raise TypeError(msg)
-    rewriter_source, rewriter_type = _rewriter_entry(pipeline)
-    config = {
-        "format": FORMAT_VERSION,
-        "backend": backend,
-        "embeddings": embeddings_name,
-        "k": pipeline.k,
-        "alpha": pipeline.alpha,
-        "fetch_k": pipeline.fetch_k,
-        "num_context_tools": pipeline.num_context_tools,
-        "rewriter": rewriter_source,
-        "rewriter_type": rewriter_type,
-    }
-    (persist_dir / TOOLS_FILE).write_text(
-        json.dumps(pipeline.catalog.to_dicts(), indent=2, default=str), encoding="utf-8"
-    )
-    (persist_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-
-
-def _copy_chroma(store: Any, target: Path, ids: list[str]) -> None:
-    """Copy the catalogue's vectors into a fresh persistent Chroma collection (no embedding)."""
-    import chromadb
-    from chromadb.config import Settings
-
-    from qta_integrations.index import DEFAULT_COLLECTION_NAME
-
-    data = store.get(ids=ids, include=["embeddings", "documents", "metadatas"])
-    client = chromadb.PersistentClient(
-        path=str(target), settings=Settings(anonymized_telemetry=False)
-    )
-    if DEFAULT_COLLECTION_NAME in {c.name for c in client.list_collections()}:
-        client.delete_collection(DEFAULT_COLLECTION_NAME)
-    collection = client.create_collection(
-        DEFAULT_COLLECTION_NAME, metadata={"hnsw:space": "cosine"}
-    )
-    if data["ids"]:
-        collection.add(
-            ids=data["ids"],
-            embeddings=data["embeddings"],
-            documents=data["documents"],
-            metadatas=data["metadatas"],
-        )
-
-
-def _load_pipeline(
-    persist_dir: Path,
-    *,
-    tools: ToolsLike | None,
-    embed_model: Any | None,
-    rewriter: Any,
-    overrides: dict[str, Any],
-) -> QTAPipeline:
-    config_file = persist_dir / CONFIG_FILE
-    if not config_file.exists():
-        msg = (
-            f"No saved QTA retriever in {str(persist_dir)!r} (no {CONFIG_FILE}). Save one with "
-            "retriever.persist(dir) or from_defaults(tools, persist_dir=dir)."
-        )
-        raise FileNotFoundError(msg)
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    saved = ToolCatalog.from_file(persist_dir / TOOLS_FILE)
-    catalog = saved if tools is None else ToolCatalog.from_any(tools)
-    if set(catalog.ids) != set(saved.ids):
-        missing = sorted(set(saved.ids) - set(catalog.ids))
-        extra = sorted(set(catalog.ids) - set(saved.ids))
-        msg = (
-            f"tools= differ from the catalogue saved in {str(persist_dir)!r}: missing "
-            f"{missing}, not saved {extra}. Pass the same tools, or rebuild with "
-            "from_defaults(tools, persist_dir=...)."
-        )
-        raise ValueError(msg)
-    if embed_model is None and config["embeddings"] != "default":
-        msg = (
-            f"The retriever in {str(persist_dir)!r} was saved with {config['embeddings']} "
-            "embeddings; pass the same model as embed_model= (queries must be embedded alike)."
-        )
-        raise ValueError(msg)
-    if rewriter == SAVED:
-        if config["rewriter"] is None and config["rewriter_type"] is not None:
-            msg = (
-                f"The retriever in {str(persist_dir)!r} used a {config['rewriter_type']} that "
-                "cannot be reloaded from disk; pass it again as rewriter=."
-            )
-            raise ValueError(msg)
-        rewriter = config["rewriter"]
-    if config["backend"] == "chroma":
-        index: Any = chroma_tool_index(
-            resolve_embeddings(embed_model), persist_directory=persist_dir / CHROMA_DIR
-        )
-    else:
-        from llama_index.core import StorageContext, load_index_from_storage
-
-        from qta_integrations.embeddings import to_llama_index_embeddings
-
-        storage = StorageContext.from_defaults(persist_dir=str(persist_dir / LLAMA_INDEX_DIR))
-        li_index = load_index_from_storage(
-            storage, embed_model=to_llama_index_embeddings(embed_model)
-        )
-        index = LlamaIndexToolIndex(li_index)
-    settings = {key: config[key] for key in ("k", "alpha", "fetch_k", "num_context_tools")}
-    settings.update(overrides)
-    return QTAPipeline(catalog, index, resolve_rewriter(rewriter), index_tools=False, **settings)

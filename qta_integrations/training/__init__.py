@@ -18,11 +18,16 @@ from qta_integrations.training.pairs import (
     load_examples,
     select_pairs,
 )
-from qta_integrations.training.trainer import NoPreferencePairsError, QTATrainer
+from qta_integrations.training.trainer import (
+    NoPreferencePairsError,
+    NoPreferencePairsWarning,
+    QTATrainer,
+)
 
 __all__ = [
     "GradedCandidate",
     "NoPreferencePairsError",
+    "NoPreferencePairsWarning",
     "PreferencePair",
     "QTATrainer",
     "QTATrainingConfig",

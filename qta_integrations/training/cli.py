@@ -87,12 +87,21 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument(
         "--train", help="Training queries: JSON list or JSONL of {query, tools: [ids]}."
     )
+    source.add_argument(
+        "--names-from-ids",
+        action="store_true",
+        help="--tools: use a tool's id as its name when the record has no 'name' (by default "
+        "such a record is an error).",
+    )
     parser.add_argument("--output", required=True, help="Directory to write the adapter to.")
     parser.add_argument(
         "--n-examples", type=int, default=None, help="Use only the first N training queries."
     )
     parser.add_argument(
-        "--alpha", type=float, default=0.5, help="Fusion weight the retriever will use."
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="DPO: weight of a candidate rewrite when it is graded fused with the query.",
     )
     parser.add_argument(
         "--num-context-tools", type=int, default=3, help="Context tools shown to the rewriter."
@@ -111,6 +120,12 @@ def _load_training_data(args: argparse.Namespace) -> Any:
     if args.dataset and (args.tools or args.train):
         msg = "Pass either --dataset or --tools with --train, not both."
         raise ValueError(msg)
+    if args.data_dir is not None and not args.dataset:
+        msg = "--data-dir applies only to --dataset mtrb-*, not to --tools/--train; drop it."
+        raise ValueError(msg)
+    if args.names_from_ids and args.dataset:
+        msg = "--names-from-ids applies only to --tools files; drop it with --dataset."
+        raise ValueError(msg)
     if args.dataset:
         if not args.dataset.startswith(MTRB_PREFIX):
             msg = (
@@ -122,7 +137,7 @@ def _load_training_data(args: argparse.Namespace) -> Any:
     if not (args.tools and args.train):
         msg = "qta train needs --dataset, or both --tools FILE and --train FILE."
         raise ValueError(msg)
-    return load_retrieval_dataset(args.tools, args.train)
+    return load_retrieval_dataset(args.tools, args.train, names_from_ids=args.names_from_ids)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -144,15 +159,15 @@ def run_train(args: argparse.Namespace) -> int:
         data.catalog,
         embeddings=getattr(overrides, "embeddings", None),
         rewriter=getattr(overrides, "rewriter", None) or args.rewriter,
-        alpha=args.alpha,
         num_context_tools=args.num_context_tools,
     )
-    trainer = QTATrainer(pipeline, config=config)
+    trainer = QTATrainer(pipeline, config=config, alpha=args.alpha)
     trainer.fit(examples, output_dir=args.output)
     summary = {
         "output": args.output,
         "examples": len(examples),
-        "pairs": [r["pairs"] for r in trainer.metrics["rounds"]],
+        "fusion": pipeline.fusion.to_dict(),
+        "dpo_pairs": [r["pairs"] for r in trainer.metrics["rounds"]],
         "train_seconds": trainer.metrics["train_seconds"],
     }
     print(json.dumps(summary))

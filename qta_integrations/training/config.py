@@ -35,6 +35,16 @@ class QTATrainingConfig:
         ValueError: num_candidates must be >= 2 (a pair needs two candidates), got 1.
     """
 
+    # -- what to learn ----------------------------------------------------------------
+    dpo: bool = field(
+        default=True,
+        metadata={
+            "help": "After the example memory and the fused weights (seconds), also align the "
+            "rewriter with DPO (the paper's method; minutes on a CPU). Its weight in the fusion "
+            "is fitted like the others, so a rewriter that does not help is never called."
+        },
+    )
+
     # -- candidates -------------------------------------------------------------------
     num_candidates: int = field(
         default=8,

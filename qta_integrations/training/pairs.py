@@ -18,7 +18,8 @@ from typing import Any
 
 from qta_integrations.index import ExactToolIndex
 from qta_integrations.ranking import RankingFunction, fuse_hits
-from qta_integrations.tools import ToolCatalog, read_records
+from qta_integrations.tools import ToolCatalog, read_numbered_records
+from qta_integrations.validation import validate_query
 
 __all__ = [
     "GradedCandidate",
@@ -91,18 +92,24 @@ def load_examples(
             that are not in ``catalog`` (listing them).
     """
     if isinstance(examples, (str, os.PathLike)):
-        records: Iterable[Any] = read_records(Path(examples))
+        numbered = read_numbered_records(Path(examples))
+        records: Iterable[Any] = [record for _, record in numbered]
         source = f" in {str(examples)!r}"
+        lines = [f" (line {line})" for line, _ in numbered]
     else:
         records = getattr(examples, "queries", examples)
         source = ""
+        lines = []
     if isinstance(records, Mapping):
         msg = (
             "examples must be a list of {'query': ..., 'tools': [...]} records, got one dict; "
             "wrap it in a list."
         )
         raise ValueError(msg)
-    parsed = [_parse_example(r, i, source) for i, r in enumerate(records)]
+    parsed = [
+        _parse_example(r, i, (lines[i] if i < len(lines) else "") + source)
+        for i, r in enumerate(records)
+    ]
     if not parsed:
         msg = (
             f"No training examples{source}. QTA needs at least one labelled query: pass "
@@ -138,6 +145,11 @@ def _parse_example(record: Any, position: int, source: str) -> TrainingExample:
     if not isinstance(query, str) or not query.strip():
         msg = f"{where} needs a non-empty string 'query', got {query!r}."
         raise ValueError(msg)
+    try:
+        validate_query(query)
+    except ValueError as err:
+        msg = f"{where}: {err}"
+        raise ValueError(msg) from None
     if isinstance(tools, (str, int)):
         tools = [tools]
     if not isinstance(tools, (list, tuple)) or not tools:

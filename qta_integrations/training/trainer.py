@@ -12,13 +12,13 @@ The QTA recipe (arXiv 2410.03212), with the retriever frozen:
 3. Best = chosen, worst = rejected (ties give no pair); train a LoRA adapter with trl's
    ``DPOTrainer``. Optionally: several pairs per example, a supervised warm-up on the chosen
    rewrites, iterative rounds (sample again from the updated model), few-shot examples.
-4. Save the adapter (safetensors) and a ``qta_manifest.json`` into a temporary directory that
-   is moved into place only when complete.
+4. Save the adapter directory atomically (`qta_integrations.adapter`): the LoRA weights
+   (safetensors) and a ``qta_manifest.json`` recording the base model's identity, the prompt
+   and the retrieval state.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -31,12 +31,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from qta_integrations.adapter import (
+    BUNDLED_BASE_DIRNAME,
+    AdapterManifest,
+    BaseModelRef,
+    check_output_dir,
+    default_base_path,
+    describe_base,
+    write_adapter,
+)
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.index import ExactToolIndex, ToolIndex
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
-from qta_integrations.rewriter import MANIFEST_NAME, HuggingFaceRewriter, resolve_rewriter
+from qta_integrations.rewriter import HuggingFaceRewriter, resolve_rewriter
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training.config import QTATrainingConfig
 from qta_integrations.training.pairs import (
@@ -49,15 +58,17 @@ from qta_integrations.training.pairs import (
     select_pairs,
 )
 
-__all__ = ["NoPreferencePairsError", "QTATrainer"]
+__all__ = ["NoPreferencePairsError", "NoPreferencePairsWarning", "QTATrainer"]
 
 logger = logging.getLogger(__name__)
 
-BASE_DIRNAME = "base"
-
 
 class NoPreferencePairsError(ValueError):
-    """Every candidate of every example tied, so there is nothing to learn from."""
+    """Every candidate of every example tied, so DPO has nothing to learn from."""
+
+
+class NoPreferencePairsWarning(UserWarning):
+    """DPO found no preference pair; the memory and the fitted fusion are still used."""
 
 
 class QTATrainer:
@@ -116,11 +127,12 @@ class QTATrainer:
         if not callable(self.ranking):
             msg = f"ranking must be a RankingFunction (callable), got {self.ranking!r}."
             raise TypeError(msg)
+        self.alpha = alpha
         if retriever is not None:
             if tools is not None:
                 msg = "Pass either a retriever or tools=, not both."
                 raise ValueError(msg)
-            pipeline = getattr(retriever, "core", retriever)
+            pipeline = retriever.pipeline if hasattr(retriever, "pipeline") else retriever
             if not isinstance(pipeline, QTAPipeline):
                 msg = (
                     f"retriever must be a QTARetriever or a QTAPipeline, got "
@@ -128,64 +140,109 @@ class QTATrainer:
                 )
                 raise TypeError(msg)
             self.pipeline = pipeline
-            embeddings = embeddings or getattr(retriever, "embeddings", None)
-            self.grading_index = _grading_index(pipeline.index, pipeline.catalog, embeddings)
+            self.retriever: Any = retriever
+            self._grading_embeddings = embeddings or getattr(retriever, "embeddings", None)
         else:
             if tools is None:
                 msg = "QTATrainer needs a retriever (QTARetriever / QTAPipeline) or tools=."
                 raise ValueError(msg)
             catalog = ToolCatalog.from_any(tools)
             index = ExactToolIndex.from_catalog(catalog, resolve_embeddings(embeddings))
+            spec = rewriter
             self.pipeline = QTAPipeline(
                 catalog,
                 index,
-                resolve_rewriter(rewriter),
+                (lambda: resolve_rewriter(spec)) if isinstance(spec, (str, Path)) else spec,
                 num_context_tools=num_context_tools,
-                alpha=alpha,
                 index_tools=False,
             )
-            self.grading_index = index
-        if not isinstance(self.pipeline.rewriter, HuggingFaceRewriter):
-            msg = (
-                "QTATrainer trains a local HuggingFaceRewriter (a causal LM it can put a LoRA "
-                f"adapter on), got {type(self.pipeline.rewriter).__name__}. Use "
-                "rewriter='default' or HuggingFaceRewriter.from_pretrained(path)."
-            )
-            raise TypeError(msg)
-        self.rewriter: HuggingFaceRewriter = self.pipeline.rewriter
+            self.retriever = self.pipeline
+            self._grading_embeddings = None
+            self._grading: ExactToolIndex | None = index
         self.metrics: dict[str, Any] = {}
         self.pairs: list[PreferencePair] = []
         self.candidates: list[dict[str, Any]] = []
         """Every graded candidate of the last `fit` (both gradings), for analysis."""
 
+    # -- components -------------------------------------------------------------------
+
+    @property
+    def rewriter(self) -> HuggingFaceRewriter:
+        """The retriever's rewriter, which DPO trains in place (loaded when first needed).
+
+        Raises:
+            TypeError: if it is not a local `HuggingFaceRewriter`.
+        """
+        rewriter = self.pipeline.rewriter
+        if not isinstance(rewriter, HuggingFaceRewriter):
+            msg = (
+                "DPO trains a local HuggingFaceRewriter (a causal LM it can put a LoRA "
+                f"adapter on), got {type(rewriter).__name__}. Use rewriter='default' or "
+                "HuggingFaceRewriter.from_pretrained(path), or QTATrainingConfig(dpo=False)."
+            )
+            raise TypeError(msg)
+        return rewriter
+
+    @property
+    def grading_index(self) -> ExactToolIndex:
+        """The frozen retriever's exact ranking of the whole catalogue, for grading rewrites."""
+        if getattr(self, "_grading", None) is None:
+            self._grading = _grading_index(
+                self.pipeline.index, self.pipeline.catalog, self._grading_embeddings
+            )
+        assert self._grading is not None
+        return self._grading
+
     # -- public API -------------------------------------------------------------------
 
-    def fit(
-        self, examples: ExamplesLike, output_dir: str | Path | None = None
-    ) -> HuggingFaceRewriter:
-        """Train the rewriter on labelled examples and (optionally) save the adapter.
+    def fit(self, examples: ExamplesLike, output_dir: str | Path | None = None) -> Any:
+        """Learn from labelled examples: example memory, fitted fusion, then (optionally) DPO.
+
+        1. The examples are attached to their tools (`QTAPipeline.add_examples`) and the
+           fusion weights are fitted on them by leave-one-out (`QTAPipeline.fit_fusion`):
+           seconds, from one example up.
+        2. With ``config.dpo`` (the paper's method), the rewriter is aligned with DPO on
+           preference pairs; when no example gives a pair, a warning says so and training goes
+           on without it. The rewrite signal's weight is then fitted too, and kept only if it
+           beats the fit without it by at least one example's Sufficiency@5 (the rewriter has
+           seen these examples, so its held-out score is optimistic).
+        3. With ``output_dir``, everything is saved as an adapter directory
+           (`qta_integrations.adapter`): LoRA weights when DPO ran, and the retrieval state.
 
         Args:
             examples: 1 to N labelled queries: ``[{"query": str, "tools": [ids]}, ...]``, a
                 queries file (JSON list / JSONL of such records) or a dataset with ``.queries``.
-            output_dir: Where to save the adapter and ``qta_manifest.json``; written to a
-                temporary directory first and moved into place only when complete.
+            output_dir: Where to save the adapter directory (written atomically).
 
         Returns:
-            The trained rewriter (the retriever's own, trained in place).
+            The retriever the trainer was built from (its pipeline now uses what was learned),
+            or the trainer's own `QTAPipeline` when it was built from ``tools=``.
 
         Raises:
             ValueError: for zero examples, or gold ids that are not in the catalogue.
-            NoPreferencePairsError: if every candidate of every example ties.
         """
         cfg = self.config
         data = load_examples(examples, self.pipeline.catalog)
-        target = _check_output_dir(output_dir) if output_dir is not None else None
+        target = check_output_dir(output_dir) if output_dir is not None else None
         started = time.perf_counter()
         _seed_everything(cfg.seed)
-        self._prepare_model()
         self.metrics = {"num_examples": len(data), "rounds": []}
         self.pairs, self.candidates = [], []
+        self.pipeline.add_examples(data, fit=False)
+        fusion = self.pipeline.fit_fusion()
+        self.metrics["fusion"] = fusion.to_dict()
+        self.metrics["fusion_seconds"] = round(time.perf_counter() - started, 2)
+        if cfg.dpo:
+            self._align_rewriter(data)
+        self.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+        if target is not None:
+            self.save(target)
+        return self.retriever
+
+    def _align_rewriter(self, data: Sequence[TrainingExample]) -> None:
+        """DPO rounds on the rewriter, then the rewrite signal's weight (see `fit`)."""
+        cfg = self.config
+        self._prepare_model()
         if cfg.num_few_shot:
             self._add_few_shot(data)
         requests = self._requests(data)
@@ -193,9 +250,11 @@ class QTATrainer:
             _seed_everything(cfg.seed + round_index)
             pairs, stats = self.make_pairs(data, requests, round_index=round_index)
             if not pairs:
-                if round_index == 0:
-                    raise NoPreferencePairsError(_no_pairs_message(len(data), cfg))
-                logger.warning("Round %d gave no preference pairs; stopping.", round_index + 1)
+                warnings.warn(
+                    _no_pairs_message(len(data), cfg, round_index),
+                    NoPreferencePairsWarning,
+                    stacklevel=3,
+                )
                 break
             self.pairs.extend(pairs)
             if round_index == 0 and cfg.sft_epochs:
@@ -205,10 +264,16 @@ class QTATrainer:
             self.rewriter.clear_cache()
         self.rewriter.model.eval()
         self.rewriter.clear_cache()
-        self.metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-        if target is not None:
-            self.save(target)
-        return self.rewriter
+        if not self.pairs:
+            return
+        without = self.pipeline.fusion
+        without_score = self.pipeline.last_fit.score if self.pipeline.last_fit else 0.0
+        with_rewrite = self.pipeline.fit_fusion(rewrite=True)
+        margin = 1.0 / len(data)
+        kept = with_rewrite.weights.uses_rewrite and with_rewrite.score >= without_score + margin
+        if not kept:
+            self.pipeline.settings = self.pipeline.settings.replace(fusion=without)
+        self.metrics["fusion_with_rewrite"] = {**with_rewrite.to_dict(), "kept": kept}
 
     def make_pairs(
         self,
@@ -246,7 +311,7 @@ class QTATrainer:
                     texts,
                     example.tools,
                     self.ranking,
-                    alpha=self.pipeline.alpha,
+                    alpha=self.alpha,
                     fused=mode == "fused",
                 )
                 for mode in ("fused", "alone")
@@ -312,43 +377,44 @@ class QTATrainer:
         return pairs, stats
 
     def save(self, output_dir: str | Path) -> Path:
-        """Save the adapter (safetensors) and ``qta_manifest.json`` atomically.
+        """Save the adapter directory atomically (format: `qta_integrations.adapter`).
 
-        The files are written to a temporary directory beside ``output_dir`` and moved into
-        place at the end, so an interrupted save never leaves a directory that loads.
+        Writes the LoRA weights (safetensors), a copy of the base model when it is not on disk,
+        and ``qta_manifest.json``: the base model's identity (SHA-256 of its weights), the
+        prompt, the retrieval state (``QTAPipeline.state_dict()``), the training options and
+        metrics. At every instant ``output_dir`` loads as either the previous adapter or this
+        one, and other files in it are kept. When DPO did not run (or found no pairs) this writes a
+        retrieval-only adapter: the fitted weights and the examples, no LoRA weights.
+
+        Raises:
+            ValueError: if ``output_dir`` is a file or a non-empty directory holding no adapter.
         """
-        from peft import PeftModel
+        target = check_output_dir(output_dir)
+        # Without DPO pairs the rewriter is unchanged (and maybe never loaded): the adapter is
+        # retrieval-only, and loading it keeps whatever rewriter the retriever is given.
+        aligned = bool(self.pairs)
 
-        target = _check_output_dir(output_dir)
-        model = self.rewriter.model
-        if not isinstance(model, PeftModel):
-            msg = "Nothing to save: the rewriter has no LoRA adapter yet; call fit() first."
-            raise RuntimeError(msg)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            base_model = self._base_model_reference(tmp)
-            manifest = {
-                "format": "qta-adapter",
-                "base_model": base_model,
-                "prompt_version": self.rewriter.prompt.version or PROMPT_VERSION,
-                "prompt": asdict(self.rewriter.prompt),
-                "retriever": {
-                    "num_context_tools": self.pipeline.num_context_tools,
-                    "alpha": self.pipeline.alpha,
-                },
-                "ranking": repr(self.ranking),
-                "config": self.config.to_dict(),
-                "metrics": self.metrics,
-                "package_version": _package_version(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str))
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        def build(staging: Path) -> AdapterManifest:
+            rewriter = self.rewriter if aligned else None
+            if rewriter is not None:
+                rewriter.model.save_pretrained(str(staging), safe_serialization=True)
+                (staging / "README.md").unlink(missing_ok=True)  # PEFT's empty model card
+            return AdapterManifest(
+                base_model=self._base_model_reference(staging) if rewriter else None,
+                prompt=asdict(rewriter.prompt) if rewriter else None,
+                prompt_version=(rewriter.prompt.version or PROMPT_VERSION) if rewriter else None,
+                retrieval=self.pipeline.state_dict(),
+                config=self.config.to_dict(),
+                metrics=dict(self.metrics),
+                ranking=repr(self.ranking),
+                package_version=_package_version(),
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+
+        write_adapter(target, build)
+        if aligned:  # the rewriter in memory is now the saved adapter: a persisted retriever
+            self.rewriter.source = str(target.resolve())  # names it
+            self.pipeline.rewriter_reference = str(target.resolve())
         logger.info("Saved the QTA adapter to %s.", target)
         return target
 
@@ -361,8 +427,7 @@ class QTATrainer:
         )
 
     def _prompt_strings(self, requests: Sequence[RewriteRequest]) -> list[str]:
-        rewriter = self.rewriter
-        return rewriter._prompts([rewriter.prompt.messages(r) for r in requests])
+        return self.rewriter.prompt_strings(requests)
 
     def _sample(self, prompts: Sequence[str], queries: Sequence[str]) -> list[list[str]]:
         """``num_candidates`` cleaned samples per prompt, batched, with a progress bar."""
@@ -520,20 +585,29 @@ class QTATrainer:
             model.eval()
         return _summarise_log(history)
 
-    def _base_model_reference(self, adapter_dir: Path) -> str:
+    def _base_model_reference(self, adapter_dir: Path) -> BaseModelRef:
+        """The base model's identity; a base that is not on disk is copied into the adapter."""
         reference = _base_reference(self.rewriter)
+        if reference == "default":
+            return describe_base(default_base_path(), kind="default", name="default")
         if reference is not None:
-            return reference
+            return describe_base(reference)
+        bundled = adapter_dir / BUNDLED_BASE_DIRNAME
         snapshot = getattr(self, "_base_snapshot", None)
-        if snapshot is None:
-            msg = (
-                f"Cannot tell where the base model {self.rewriter.name!r} lives, so the adapter "
-                "could not be reloaded. Load the rewriter with HuggingFaceRewriter.from_pretrained"
-                "(path) before training."
-            )
-            raise RuntimeError(msg)
-        shutil.copytree(snapshot, adapter_dir / BASE_DIRNAME)
-        return BASE_DIRNAME
+        if snapshot is not None:
+            shutil.copytree(snapshot, bundled)
+        else:  # no LoRA on it yet: the model in memory is the base
+            base = self.rewriter.model
+            if hasattr(base, "peft_config"):
+                msg = (
+                    f"Cannot tell where the base model {self.rewriter.name!r} lives, so the "
+                    "adapter could not be reloaded. Load the rewriter with "
+                    "HuggingFaceRewriter.from_pretrained(path) before training."
+                )
+                raise RuntimeError(msg)
+            base.save_pretrained(str(bundled))
+            self.rewriter.tokenizer.save_pretrained(str(bundled))
+        return describe_base(bundled, kind="bundled", name=BUNDLED_BASE_DIRNAME)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -556,30 +630,6 @@ def _base_reference(rewriter: HuggingFaceRewriter) -> str | None:
     if (path / "config.json").exists():
         return str(path.resolve())
     return None
-
-
-def _check_output_dir(output_dir: str | Path) -> Path:
-    target = Path(output_dir)
-    if target.exists() and (
-        not target.is_dir() or (any(target.iterdir()) and not (target / MANIFEST_NAME).exists())
-    ):
-        msg = (
-            f"output_dir {str(target)!r} exists and is not a QTA adapter directory; pass a new "
-            "or empty directory (an existing adapter directory is replaced)."
-        )
-        raise ValueError(msg)
-    return target
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``; an existing adapter at ``target`` is replaced."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(target)
 
 
 def _drop_ref_adapter(model: Any) -> None:
@@ -614,13 +664,14 @@ def _best_index(grades: Sequence[tuple[float, ...]]) -> int:
     return max(range(len(grades)), key=lambda i: (grades[i], -i))
 
 
-def _no_pairs_message(num_examples: int, cfg: QTATrainingConfig) -> str:
+def _no_pairs_message(num_examples: int, cfg: QTATrainingConfig, round_index: int = 0) -> str:
     return (
-        f"No preference pairs: for all {num_examples} example(s), every sampled candidate "
-        "ranked the gold tools exactly as well as the others, so DPO has nothing to learn from. "
-        f"Sample more or more varied candidates (num_candidates={cfg.num_candidates}, "
-        f"temperature={cfg.temperature}), add examples the retriever does not already get "
-        "right, or use a finer ranking function."
+        f"No preference pairs in DPO round {round_index + 1}: for all {num_examples} "
+        "example(s), every sampled candidate ranked the gold tools exactly as well as the "
+        "others, so the rewriter is left as it is; the example memory and the fitted fusion are "
+        f"used all the same. For pairs, sample more or more varied candidates (num_candidates="
+        f"{cfg.num_candidates}, temperature={cfg.temperature}), add examples the retriever does "
+        "not already get right, or set QTATrainingConfig(dpo=False) to skip DPO."
     )
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qta_integrations.rewriter import MANIFEST_NAME, HuggingFaceRewriter
+from qta_integrations.adapter import MANIFEST_NAME
+from qta_integrations.rewriter import HuggingFaceRewriter
 
 
 @pytest.mark.slow
@@ -27,7 +28,7 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     rewriter = trainer.fit(examples, output_dir=out)
 
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["base_model"] == "default"
+    assert manifest["base_model"]["kind"] == "default"
     assert (out / "adapter_model.safetensors").exists()
     assert sum(r["pairs"] for r in manifest["metrics"]["rounds"]) >= 1
     assert retriever.core.rewriter is rewriter

@@ -78,6 +78,8 @@ def test_eval_own_files(
         "S@2",
         "N@1",
         "N@2",
+        "R@1",
+        "R@2",
         "s/query",
     ]
     rows = {line.split()[1]: line.split() for line in table[2:]}

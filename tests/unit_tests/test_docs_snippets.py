@@ -1,4 +1,5 @@
-"""Every ```python block in docs/ runs, page by page, top to bottom, in one namespace per page.
+"""Every ```python block in README.md and docs/ runs, page by page, top to bottom, in one
+namespace per page. A block may ``await`` at top level (it is run in its own event loop).
 
 Conventions (an HTML comment on the line before a block, invisible in the rendered site):
 
@@ -6,7 +7,8 @@ Conventions (an HTML comment on the line before a block, invisible in the render
   reason is required, skipped blocks are reported as warnings in the test output, and there may
   be at most ``MAX_SKIPPED`` of them.
 * ``<!-- slow: REASON -->``: the block needs the real embedded models. A page with such a block is
-  run by ``tests/slow_tests/test_agents_real.py::test_docs_page_with_real_models`` instead.
+  run by ``tests/slow_tests/test_agents_real.py::test_docs_page_with_real_models`` (docs/) or
+  ``tests/slow_tests/test_readme_real.py`` (README.md) instead.
 
 A top-level ``print(...)  # expected`` line is checked: when every ``print`` of a block is such a
 line, the block's output must be exactly those expected values, in order.
@@ -14,7 +16,10 @@ line, the block's output must be exactly those expected values, in order.
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import contextlib
+import inspect
 import io
 import os
 import re
@@ -24,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-MAX_SKIPPED = 8
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+MAX_SKIPPED = 3  # deployment.md: a Chroma server, a vLLM server, a CUDA GPU
 
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 _MARKER = re.compile(r"<!--\s*(skip|slow)\s*:\s*(.*?)\s*-->\s*$")
@@ -42,7 +49,7 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"docs/{self.page}:{self.line}"
+        return f"{self.page}:{self.line}"
 
 
 def blocks(page: Path) -> list[Block]:
@@ -53,7 +60,7 @@ def blocks(page: Path) -> list[Block]:
         marker = _MARKER.search(before[-1]) if before else None
         found.append(
             Block(
-                page=str(page.relative_to(DOCS)),
+                page=page.relative_to(ROOT).as_posix(),
                 line=text.count("\n", 0, match.start()) + 1,
                 code=match.group(1),
                 marker=marker.group(1) if marker else None,
@@ -79,6 +86,16 @@ def expected_output(code: str) -> list[str] | None:
     return expected if prints and len(expected) == len(prints) else None
 
 
+def run_block(block: Block, namespace: dict[str, object]) -> None:
+    """Execute one block; a top-level ``await`` runs the block as a coroutine in a new loop."""
+    code = compile(
+        block.code, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    result = eval(code, namespace)
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
+
+
 def run_page(page: Path, tmp_path: Path) -> list[Block]:
     """Run a page's blocks in order; return the skipped ones. Fails naming the block that broke."""
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
@@ -94,7 +111,7 @@ def run_page(page: Path, tmp_path: Path) -> list[Block]:
             out = io.StringIO()
             try:
                 with contextlib.redirect_stdout(out):
-                    exec(compile(block.code, block.where, "exec"), namespace)
+                    run_block(block, namespace)
             except Exception as err:
                 pytest.fail(f"{block.where} raised {type(err).__name__}: {err}")
             expected = expected_output(block.code)
@@ -110,10 +127,12 @@ def run_page(page: Path, tmp_path: Path) -> list[Block]:
     return skipped
 
 
-FAST_PAGES = [p for p in pages() if not is_slow(p)]
+FAST_PAGES = [p for p in [README, *pages()] if not is_slow(p)]
 
 
-@pytest.mark.parametrize("page", FAST_PAGES, ids=[str(p.relative_to(DOCS)) for p in FAST_PAGES])
+@pytest.mark.parametrize(
+    "page", FAST_PAGES, ids=[p.relative_to(ROOT).as_posix() for p in FAST_PAGES]
+)
 def test_docs_page(page: Path, tmp_path: Path) -> None:
     run_page(page, tmp_path)
 
@@ -124,6 +143,24 @@ def test_skipped_blocks_are_few_and_explained() -> None:
         assert len(block.reason) > 10, f"{block.where}: say why the block is not run"
     assert len(skipped) <= MAX_SKIPPED, [b.where for b in skipped]
     print("\n".join(f"not run: {b.where} ({b.reason})" for b in skipped))
+
+
+def test_readme_blocks_are_all_run() -> None:
+    # Run here, or (a page with a slow block) by tests/slow_tests/test_readme_real.py.
+    found = blocks(README)
+    assert len(found) >= 2
+    assert not [b.where for b in found if b.marker == "skip"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["import asyncio\nawait asyncio.sleep(0)\nprint('ran')  # ran", "print('ran')  # ran"],
+)
+def test_blocks_may_await_at_top_level(code: str) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_block(Block(page="x.md", line=1, code=code), {})
+    assert out.getvalue() == "ran\n"
 
 
 def test_every_page_is_checked() -> None:

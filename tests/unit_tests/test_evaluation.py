@@ -197,11 +197,14 @@ def test_format_reports_puts_the_paper_beside() -> None:
         "S@10",
         "N@5",
         "N@10",
+        "R@5",
+        "R@10",
         "s/query",
     ]
     assert lines[2].split()[:4] == ["mtrb-restbench", "dense", "measured", "15.55"]
     assert "paper: all-MiniLM-L6-v2 ZS" in lines[3]
-    assert lines[3].split()[-4:] == ["15.56", "34.44", "52.55", "52.76"]
+    assert lines[3].split()[-6:] == ["15.56", "34.44", "52.55", "52.76", "-", "-"]
+    assert lines[2].split()[-3:] == ["1.00", "2.00", "0.000"]  # R@5, R@10, s/query
     assert lines[4].split()[:4] == ["toy", "bm25", "measured", "3.00"]
     assert len(lines) == 5  # no paper row for a dataset the paper does not have
     assert "paper" not in format_reports([_report("mtrb-metatool", "qta", 1.0)], paper=False)

@@ -75,7 +75,7 @@ def test_chroma_uses_tool_ids_and_cosine_space(
     assert by_id["weather"]["tool_id"] == "weather"
     assert by_id["weather"]["tool_name"] == "get_weather"
     assert catalog["weather"].text in stored["documents"]
-    assert store._collection.metadata["hnsw:space"] == "cosine"
+    assert chroma_index.chroma_collection().metadata["hnsw:space"] == "cosine"
     _assert_finds_the_right_tools(chroma_index)
     hits = chroma_index.search("weather forecast city", k=len(catalog))
     assert all(0.0 <= h.score <= 1.0 for h in hits)
@@ -88,7 +88,7 @@ def test_chroma_indexing_twice_changes_nothing(
     before = _scores(chroma_index.search("weather forecast city", k=len(catalog)))
     chroma_index.add_tools(list(catalog))
     chroma_index.add_tools([])
-    assert chroma_index.vectorstore._collection.count() == len(catalog)
+    assert chroma_index.chroma_collection().count() == len(catalog)
     assert _scores(chroma_index.search("weather forecast city", k=len(catalog))) == before
 
 
@@ -98,7 +98,7 @@ def test_chroma_upsert_replaces_a_changed_tool(
     chroma_index.add_tools(list(catalog))
     changed = Tool(id="email", name="send_email", description="Weather forecast for a city.")
     chroma_index.add_tools([changed])
-    assert chroma_index.vectorstore._collection.count() == len(catalog)
+    assert chroma_index.chroma_collection().count() == len(catalog)
     doc = chroma_index.vectorstore.get_by_ids(["email"])[0]
     assert doc.page_content == changed.text
 
@@ -107,7 +107,7 @@ def test_in_memory_chroma_indexes_are_isolated(catalog: ToolCatalog) -> None:
     first, second = chroma_tool_index(KeywordEmbeddings()), chroma_tool_index(KeywordEmbeddings())
     try:
         first.add_tools(list(catalog))
-        assert second.vectorstore._collection.count() == 0
+        assert second.chroma_collection().count() == 0
     finally:
         first.vectorstore.delete_collection()
         second.vectorstore.delete_collection()
@@ -135,7 +135,7 @@ def test_persistent_chroma_round_trip_needs_no_embedding(
     expected = writer.search("stock ticker price", k=3)
     embeddings = CountingEmbeddings()
     reader = chroma_tool_index(embeddings, persist_directory=tmp_path / "db")
-    assert reader.vectorstore._collection.count() == len(catalog)
+    assert reader.chroma_collection().count() == len(catalog)
     assert reader.search("stock ticker price", k=3) == expected
     assert embeddings.documents_embedded == 0
 

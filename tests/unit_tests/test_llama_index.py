@@ -19,7 +19,7 @@ from llama_index.core.tools import FunctionTool
 
 from qta_integrations import QTALlamaIndexRetriever, QTARetriever, QTAToolRetriever
 from qta_integrations.embeddings import to_llama_index_embeddings
-from qta_integrations.retrievers.llama_index import CONFIG_FILE, TOOLS_FILE
+from qta_integrations.persist import CONFIG_NAME as CONFIG_FILE
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings, tiny_hf_rewriter
 from tests.conftest import CountingEmbeddings
 
@@ -203,16 +203,12 @@ def test_persist_and_reload_without_re_embedding(
     expected = retriever.retrieve(UMBRELLA)
     retriever.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert config["backend"] == "chroma"
+    assert config["index"]["backend"] == "chroma"
     assert config["embeddings"] == "KeywordEmbeddings"
-    assert (config["k"], config["alpha"], config["fetch_k"], config["num_context_tools"]) == (
-        2,
-        0.5,
-        None,
-        3,
-    )
-    assert config["rewriter"] is None and config["rewriter_type"] == "FakeRewriter"
-    saved_tools = json.loads((tmp_path / TOOLS_FILE).read_text())
+    settings = config["state"]["settings"]
+    assert (settings["k"], settings["fetch_k"], settings["num_context_tools"]) == (2, None, 3)
+    assert config["rewriter"] == {"source": None, "type": "FakeRewriter"}
+    saved_tools = json.loads((tmp_path / config["catalog"]["file"]).read_text())
     assert [t["id"] for t in saved_tools] == retriever.pipeline.catalog.ids
 
     embeddings = CountingEmbeddings()
@@ -224,9 +220,10 @@ def test_persist_and_reload_without_re_embedding(
     assert _ids(nodes) == _ids(expected)
     assert [n.score for n in nodes] == pytest.approx([n.score for n in expected], abs=1e-6)
     assert reloaded.k == 2
-    assert QTALlamaIndexRetriever.from_persist_dir(
-        tmp_path, embed_model=embeddings, rewriter=None, k=4, alpha=0.2
-    ).pipeline.alpha == pytest.approx(0.2)
+    again = QTALlamaIndexRetriever.from_persist_dir(
+        tmp_path, embed_model=embeddings, rewriter=None, k=4
+    )
+    assert again.pipeline.k == 4
 
 
 def test_reload_errors_name_the_fix(retriever: QTALlamaIndexRetriever, tmp_path: Path) -> None:
@@ -302,7 +299,7 @@ def test_persist_a_vector_store_index(tool_dicts: list[dict[str, str]], tmp_path
     retriever = QTALlamaIndexRetriever.from_defaults(tool_dicts, index=index, rewriter=None, k=3)
     expected = retriever.retrieve("latest stock ticker price")
     retriever.persist(tmp_path)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["backend"] == "llama_index"
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["index"]["backend"] == "llama_index"
     embeddings = CountingEmbeddings()
     reloaded = QTALlamaIndexRetriever.from_persist_dir(tmp_path, embed_model=embeddings)
     nodes = reloaded.retrieve("latest stock ticker price")
@@ -326,7 +323,7 @@ def test_persist_records_a_rewriter_directory(
         persist_dir=tmp_path / "saved",
     )
     config = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
-    assert config["rewriter"] == str(model_dir.resolve())
+    assert config["rewriter"]["source"] == str(model_dir.resolve())
     reloaded = QTALlamaIndexRetriever.from_persist_dir(
         tmp_path / "saved", embed_model=KeywordEmbeddings()
     )
@@ -337,14 +334,21 @@ def test_persist_records_a_rewriter_directory(
     )
 
 
-def test_persist_rejects_other_vector_stores(tool_dicts: list[dict[str, str]]) -> None:
+def test_persist_your_own_vector_store_needs_it_again_to_load(
+    tool_dicts: list[dict[str, str]], tmp_path: Path
+) -> None:
     from langchain_core.vectorstores import InMemoryVectorStore
 
-    lc = QTARetriever(
-        tools=tool_dicts, vectorstore=InMemoryVectorStore(KeywordEmbeddings()), rewriter=None
+    store = InMemoryVectorStore(KeywordEmbeddings())
+    lc = QTARetriever(tools=tool_dicts, vectorstore=store, rewriter=None, k=2)
+    li = lc.as_llama_index_retriever()
+    li.persist(tmp_path)
+    with pytest.raises(ValueError, match=r"InMemoryVectorStore vector store .* pass the same"):
+        QTALlamaIndexRetriever.from_persist_dir(tmp_path, embed_model=KeywordEmbeddings())
+    reloaded = QTALlamaIndexRetriever.from_persist_dir(tmp_path, vectorstore=store)
+    assert _ids(reloaded.retrieve("latest stock ticker price")) == _ids(
+        li.retrieve("latest stock ticker price")
     )
-    with pytest.raises(TypeError, match="Cannot save a InMemoryVectorStore index"):
-        lc.as_llama_index_retriever().persist("unused")
 
 
 # -- QTAToolRetriever --------------------------------------------------------------------------

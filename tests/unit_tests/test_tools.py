@@ -84,8 +84,10 @@ def test_read_records_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.json"):
         read_records(tmp_path / "missing.json")
     path = tmp_path / "tools.json"
-    path.write_text(json.dumps({"id": "x"}))
-    with pytest.raises(ValueError, match="must hold a JSON list of records, got dict"):
+    path.write_text(json.dumps({"id": "x"}))  # one object: one record, like a one-line JSONL
+    assert read_records(path) == [{"id": "x"}]
+    path.write_text('[{"id": "x"},\n{"id": }]')
+    with pytest.raises(ValueError, match=r"tools\.json' is not valid JSON: .* line 2, column 8"):
         read_records(path)
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from qta_integrations.adapter import MANIFEST_NAME
 from qta_integrations.prompts import RewritePrompt
-from qta_integrations.rewriter import MANIFEST_NAME, HuggingFaceRewriter, QueryRewriter
+from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings, tiny_hf_rewriter
 from qta_integrations.training import NoPreferencePairsError, QTATrainer, QTATrainingConfig
 from qta_integrations.training import trainer as trainer_module
@@ -98,7 +99,12 @@ def test_fit_trains_the_adapter_and_saves_a_loadable_manifest(
     files = {p.name for p in out.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", MANIFEST_NAME} <= files
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["base_model"] == "base"  # the tiny model is not on disk: a copy is saved
+    # the tiny model is not on disk: a copy is saved, identified by its weights' SHA-256
+    assert manifest["base_model"]["kind"] == "bundled"
+    assert manifest["base_model"]["name"] == "base"
+    assert set(manifest["base_model"]["sha256"]) == {"model.safetensors"}
+    assert manifest["format_version"] == 2
+    assert "README.md" not in files
     assert manifest["prompt"]["instruction"] == SHORT_PROMPT.instruction
     assert manifest["prompt_version"] == SHORT_PROMPT.version
     assert manifest["config"]["num_candidates"] == 2

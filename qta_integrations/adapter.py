@@ -1,0 +1,778 @@
+"""The QTA adapter directory: one module owns its format, writing, reading and checking.
+
+`QTATrainer.save` writes an adapter directory and `HuggingFaceRewriter.from_pretrained` reads
+one; both go through this module.
+
+Adapter directory format (version 2)
+------------------------------------
+
+An adapter directory holds::
+
+    qta_manifest.json           the manifest (below); written last, it commits a save
+    adapter_model.safetensors   the LoRA weights (PEFT layout; absent in a retrieval-only adapter)
+    adapter_config.json         the LoRA configuration (PEFT layout; likewise)
+    base/                       a copy of the base model, only when it was not on disk
+    ...                         any other file is the user's: saves leave it alone
+
+The PEFT files sit at the top level, so a saved directory also loads as a plain PEFT adapter
+(e.g. ``vllm serve ... --lora-modules qta=./qta-adapter``).
+
+``qta_manifest.json`` is a JSON object (`AdapterManifest`):
+
+* ``format``: ``"qta-adapter"``; ``format_version``: `ADAPTER_FORMAT_VERSION`.
+* ``base_model``: null (no rewriter) or ``{"kind", "name", "sha256"}`` (`BaseModelRef`):
+  ``kind`` is ``"default"`` (the packaged SmolLM2-135M-Instruct conversion), ``"bundled"``
+  (the copy in ``base/``) or ``"local"`` (a model directory that must be passed again at load
+  time with ``base_model=``); ``sha256`` maps each of the base's ``*.safetensors`` files to its
+  SHA-256. A base whose weights differ is refused. Hub ids, absolute paths and ``..`` are never
+  followed: the package works offline.
+* ``files``: every file the adapter owns (relative path -> SHA-256), checked when loading.
+  A re-save replaces and removes only these files.
+* ``prompt`` / ``prompt_version``: the `RewritePrompt` the rewriter was trained with.
+* ``retrieval``: free-form JSON for the retrieval state (``QTAPipeline.state_dict()``: fitted
+  fusion settings, labelled examples), or null.
+* ``config``, ``metrics``, ``ranking``: the training options, training metrics and ranking
+  function, for the record.
+* ``package_version``, ``created``: who wrote it, and when (UTC).
+
+An adapter may have no LoRA weights at all (a *retrieval-only* adapter: the fitted fusion and
+the labelled examples). With a ``base_model`` the base rewriter is loaded unchanged; with
+``base_model`` null it names no rewriter, so `HuggingFaceRewriter.from_pretrained` refuses it
+and the retrieval state is read with ``read_adapter(dir).retrieval``.
+
+Example:
+    .. code-block:: python
+
+        from qta_integrations.adapter import read_adapter
+
+        adapter = read_adapter("qta-adapter")      # validated; every file checked
+        print(adapter.manifest.base_model)         # BaseModelRef(kind='default', ...)
+        print(adapter.retrieval["settings"]["k"])  # the retrieval state saved with it
+
+Saving is atomic: the new files are written to a hidden staging directory beside the target and
+fsynced; the complete staging directory is renamed to ``<target>/.qta-pending`` (the commit);
+its files are then linked over the target's one by one, the manifest last, and the pending
+directory removed. While ``.qta-pending`` holds a manifest, readers load from it, so at every
+instant the directory loads as either the old or the new adapter. The next save finishes an
+interrupted one and removes the leftovers of a save interrupted before its commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qta_integrations.prompts import RewritePrompt
+
+__all__ = [
+    "ADAPTER_FORMAT",
+    "ADAPTER_FORMAT_VERSION",
+    "BUNDLED_BASE_DIRNAME",
+    "LORA_CONFIG_NAME",
+    "LORA_WEIGHTS_NAME",
+    "MANIFEST_NAME",
+    "AdapterDirectory",
+    "AdapterError",
+    "AdapterManifest",
+    "BaseModelMismatchError",
+    "BaseModelRef",
+    "atomic_write_text",
+    "check_output_dir",
+    "default_base_path",
+    "describe_base",
+    "file_sha256",
+    "is_adapter_dir",
+    "is_default_base",
+    "read_adapter",
+    "resolve_base",
+    "weights_sha256",
+    "write_adapter",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "qta_manifest.json"
+ADAPTER_FORMAT = "qta-adapter"
+ADAPTER_FORMAT_VERSION = 2
+LORA_WEIGHTS_NAME = "adapter_model.safetensors"
+LORA_CONFIG_NAME = "adapter_config.json"
+BUNDLED_BASE_DIRNAME = "base"
+BASE_KINDS = ("default", "bundled", "local")
+
+_PENDING = ".qta-pending"
+_REMOVE_LIST = ".qta-remove.json"
+_STAGING_INFIX = ".qta-staging-"
+_TMP_SUFFIX = ".qta-tmp"
+_HASH_CACHE_NAME = "sha256_cache.json"
+
+
+class AdapterError(ValueError):
+    """An adapter directory is broken or cannot be used; the message names the file and the fix."""
+
+
+class BaseModelMismatchError(AdapterError):
+    """The base model found is not the one the adapter was trained on."""
+
+
+# -- manifest ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    """Which base model an adapter applies to, and its identity.
+
+    Attributes:
+        kind: ``"default"`` (the packaged SmolLM2 conversion), ``"bundled"`` (a copy inside the
+            adapter directory) or ``"local"`` (a model directory passed at load time).
+        name: For ``"bundled"``, the subdirectory (``"base"``); otherwise a display name.
+        sha256: SHA-256 of each ``*.safetensors`` weights file of the base, by file name.
+    """
+
+    kind: str
+    name: str
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in BASE_KINDS:
+            msg = f"base_model kind must be one of {list(BASE_KINDS)}, got {self.kind!r}."
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {"kind": self.kind, "name": self.name, "sha256": dict(self.sha256)}
+
+
+@dataclass(frozen=True)
+class AdapterManifest:
+    """The contents of ``qta_manifest.json`` (see the module docstring for the format).
+
+    Attributes:
+        base_model: The base model, or None for an adapter with no rewriter.
+        files: Every file the adapter owns (relative POSIX path -> SHA-256); filled in by
+            `write_adapter`.
+        prompt: The `RewritePrompt` as a dict, or None.
+        prompt_version: The prompt's version string, or None.
+        retrieval: Free-form JSON retrieval state (``QTAPipeline.state_dict()``), or None.
+        config: The training options, or None.
+        metrics: Training metrics, or None.
+        ranking: The ranking function's repr, or None.
+        package_version: The qta-integrations version that wrote it.
+        created: When it was written (ISO 8601, UTC).
+        format_version: `ADAPTER_FORMAT_VERSION`.
+    """
+
+    base_model: BaseModelRef | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    prompt: dict[str, Any] | None = None
+    prompt_version: str | None = None
+    retrieval: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    ranking: str | None = None
+    package_version: str = ""
+    created: str = ""
+    format_version: int = ADAPTER_FORMAT_VERSION
+
+    @property
+    def has_lora(self) -> bool:
+        """Whether the adapter holds LoRA weights (False for a retrieval-only adapter)."""
+        return LORA_WEIGHTS_NAME in self.files
+
+    def rewrite_prompt(self) -> RewritePrompt | None:
+        """The recorded prompt as a `RewritePrompt`, or None."""
+        if self.prompt is None:
+            return None
+        from qta_integrations.prompts import RewriteExample, RewritePrompt
+
+        data = dict(self.prompt)
+        data["examples"] = tuple(RewriteExample(**e) for e in data.get("examples", ()))
+        return RewritePrompt(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON-serialisable data; `from_dict` reads it back."""
+        data: dict[str, Any] = {"format": ADAPTER_FORMAT}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = value.to_dict() if isinstance(value, BaseModelRef) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | Path = MANIFEST_NAME) -> AdapterManifest:
+        """Validate and read manifest data.
+
+        Args:
+            data: The parsed JSON.
+            source: The manifest file, named in errors.
+
+        Raises:
+            AdapterError: for anything but a valid manifest of a known version, naming the file,
+                the key and what to do.
+        """
+        where = str(source)
+        if not isinstance(data, dict):
+            _broken(where, f"it holds a {type(data).__name__}, not a JSON object")
+        if data.get("format") != ADAPTER_FORMAT:
+            _broken(where, f"'format' is {data.get('format')!r}, not {ADAPTER_FORMAT!r}")
+        version = data.get("format_version")
+        if version != ADAPTER_FORMAT_VERSION:
+            msg = (
+                f"{where}: adapter format version {version!r} is not supported (this "
+                f"qta-integrations reads version {ADAPTER_FORMAT_VERSION}). Use the "
+                "qta-integrations version that wrote it, or train the adapter again."
+            )
+            raise AdapterError(msg)
+        known = {f.name for f in fields(cls)} | {"format"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            _broken(where, f"unknown keys {unknown} (expected some of {sorted(known)})")
+        optional_dicts = ("prompt", "retrieval", "config", "metrics")
+        for key in optional_dicts:
+            _check_type(where, key, data.get(key), (dict, type(None)), "an object or null")
+        for key in ("prompt_version", "ranking"):
+            _check_type(where, key, data.get(key), (str, type(None)), "a string or null")
+        for key in ("package_version", "created"):
+            _check_type(where, key, data.get(key, ""), (str,), "a string")
+        files = data.get("files", {})
+        _check_str_map(where, "files", files)
+        for name in files:
+            _safe_relative(name, where=where, key="files")
+        if LORA_WEIGHTS_NAME in files and LORA_CONFIG_NAME not in files:
+            _broken(where, f"'files' lists {LORA_WEIGHTS_NAME} without {LORA_CONFIG_NAME}")
+        base = data.get("base_model")
+        _check_type(where, "base_model", base, (dict, type(None)), "an object or null")
+        base_ref = None
+        if base is not None:
+            missing = sorted({"kind", "name", "sha256"} - set(base))
+            if missing:
+                _broken(where, f"'base_model' lacks {missing}")
+            _check_type(where, "base_model.name", base["name"], (str,), "a string")
+            _check_str_map(where, "base_model.sha256", base["sha256"])
+            if base["kind"] not in BASE_KINDS:
+                _broken(
+                    where,
+                    f"'base_model.kind' is {base['kind']!r}; expected one of {list(BASE_KINDS)} "
+                    "(hub ids and paths are not followed: the package works offline)",
+                )
+            if base["kind"] == "bundled":
+                _safe_relative(base["name"], where=where, key="base_model.name")
+            base_ref = BaseModelRef(base["kind"], base["name"], dict(base["sha256"]))
+        return cls(
+            base_model=base_ref,
+            files=dict(files),
+            prompt=data.get("prompt"),
+            prompt_version=data.get("prompt_version"),
+            retrieval=data.get("retrieval"),
+            config=data.get("config"),
+            metrics=data.get("metrics"),
+            ranking=data.get("ranking"),
+            package_version=data.get("package_version", ""),
+            created=data.get("created", ""),
+            format_version=version,
+        )
+
+
+def _broken(where: str, problem: str) -> None:
+    msg = (
+        f"{where} is not a valid QTA adapter manifest: {problem}. Save the adapter again "
+        "(QTATrainer.save) or train it again; do not edit the manifest by hand."
+    )
+    raise AdapterError(msg)
+
+
+def _check_type(where: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
+    if not isinstance(value, types):
+        _broken(where, f"{key!r} must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def _check_str_map(where: str, key: str, value: Any) -> None:
+    _check_type(where, key, value, (dict,), "an object")
+    for k, v in value.items():
+        if not isinstance(v, str):
+            _broken(where, f"{key!r}[{k!r}] must be a string, got {type(v).__name__}")
+
+
+def _safe_relative(name: str, *, where: str, key: str) -> PurePosixPath:
+    """``name`` as a relative POSIX path that stays inside the adapter directory."""
+    path = PurePosixPath(name)
+    if (
+        not name
+        or path.is_absolute()
+        or "\\" in name
+        or ":" in name
+        or any(part in ("..", "") for part in name.split("/"))
+    ):
+        _broken(where, f"{key} {name!r} is not a plain relative path inside the directory")
+    return path
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdapterDirectory:
+    """A read and checked adapter directory.
+
+    Attributes:
+        path: The directory as given.
+        files_dir: Where its files are read from: ``path``, or its pending directory while a
+            save is being completed.
+        manifest: The manifest.
+    """
+
+    path: Path
+    files_dir: Path
+    manifest: AdapterManifest
+
+    @property
+    def manifest_file(self) -> Path:
+        """The manifest file read."""
+        return self.files_dir / MANIFEST_NAME
+
+    @property
+    def lora_dir(self) -> Path | None:
+        """The directory to give ``PeftModel.from_pretrained``; None without LoRA weights."""
+        return self.files_dir if self.manifest.has_lora else None
+
+    @property
+    def retrieval(self) -> dict[str, Any] | None:
+        """The retrieval state stored with the adapter (`AdapterManifest.retrieval`)."""
+        return self.manifest.retrieval
+
+
+def is_adapter_dir(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a QTA adapter (a manifest, possibly a pending save)."""
+    path = Path(directory)
+    return (path / MANIFEST_NAME).is_file() or (path / _PENDING / MANIFEST_NAME).is_file()
+
+
+def read_adapter(directory: str | Path, *, verify: bool = True) -> AdapterDirectory:
+    """Read and validate an adapter directory.
+
+    Args:
+        directory: The adapter directory.
+        verify: Check every file the manifest lists against its SHA-256.
+
+    Raises:
+        FileNotFoundError: if ``directory`` does not exist.
+        AdapterError: if it is not an adapter directory, or is broken (unreadable or invalid
+            manifest, unknown version, missing or altered file); the message names the file.
+    """
+    path = Path(directory)
+    if not path.exists():
+        msg = f"No adapter directory at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    if not path.is_dir():
+        msg = f"{str(path)!r} is a file, not a QTA adapter directory."
+        raise AdapterError(msg)
+    pending = path / _PENDING
+    files_dir = pending if (pending / MANIFEST_NAME).is_file() else path
+    manifest_file = files_dir / MANIFEST_NAME
+    if not manifest_file.is_file():
+        msg = (
+            f"{str(path)!r} is not a QTA adapter directory: it has no {MANIFEST_NAME}. Pass the "
+            "directory QTATrainer saved, or a model directory."
+        )
+        raise AdapterError(msg)
+    try:
+        data = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        _broken(str(manifest_file), f"it is not valid JSON ({err})")
+    manifest = AdapterManifest.from_dict(data, source=manifest_file)
+    if verify:
+        for name, expected in manifest.files.items():
+            file = files_dir / name
+            if not file.is_file():
+                msg = (
+                    f"{str(file)!r}, listed in {manifest_file}, is missing. The adapter "
+                    "directory is incomplete: copy it again or save the adapter again."
+                )
+                raise AdapterError(msg)
+            actual = file_sha256(file)
+            if actual != expected:
+                msg = (
+                    f"{str(file)!r} has SHA-256 {actual} but {manifest_file} records "
+                    f"{expected}: the file was changed or corrupted. Copy the adapter again or "
+                    "save it again."
+                )
+                raise AdapterError(msg)
+    return AdapterDirectory(path=path, files_dir=files_dir, manifest=manifest)
+
+
+# -- base model -------------------------------------------------------------------------------
+
+
+def default_base_path() -> Path:
+    """The packaged SmolLM2-135M-Instruct safetensors checkpoint (converted on first use)."""
+    from qta_integrations.models import default_rewriter_path
+
+    return default_rewriter_path()
+
+
+def is_default_base(path: str | Path) -> bool:
+    """Whether ``path`` is the default checkpoint's directory (without converting it)."""
+    from qta_integrations.models import _CONVERTED_DIRNAME, cache_dir
+
+    return Path(path).resolve() == (cache_dir() / _CONVERTED_DIRNAME).resolve()
+
+
+def weights_sha256(model_dir: str | Path) -> dict[str, str]:
+    """SHA-256 of each ``*.safetensors`` file of a model directory (cached by size and mtime).
+
+    Raises:
+        AdapterError: if the directory has no ``*.safetensors`` file.
+    """
+    path = Path(model_dir)
+    files = sorted(p for p in path.glob("*.safetensors") if p.is_file())
+    if not files:
+        msg = (
+            f"No *.safetensors weights in {str(path)!r}. Only safetensors checkpoints are "
+            "loaded; save the model with model.save_pretrained(dir) (safetensors by default)."
+        )
+        raise AdapterError(msg)
+    return {p.name: file_sha256(p) for p in files}
+
+
+def describe_base(
+    model_dir: str | Path, *, kind: str | None = None, name: str | None = None
+) -> BaseModelRef:
+    """The `BaseModelRef` of a model directory: its kind, name and weights' SHA-256.
+
+    Args:
+        model_dir: The base model's directory.
+        kind: Default: ``"default"`` for the packaged checkpoint, else ``"local"``.
+        name: Default: ``"default"`` for the packaged checkpoint, else the directory's name.
+    """
+    path = Path(model_dir)
+    if kind is None:
+        kind = "default" if is_default_base(path) else "local"
+    if name is None:
+        name = "default" if kind == "default" else path.resolve().name
+    return BaseModelRef(kind=kind, name=name, sha256=weights_sha256(path))
+
+
+def resolve_base(adapter: AdapterDirectory, base_model: str | Path | None = None) -> Path | None:
+    """The verified base model directory of an adapter; None when it has no rewriter.
+
+    Args:
+        adapter: From `read_adapter`.
+        base_model: A local model directory to use as the base: required for a ``"local"``
+            base, optional otherwise (it must still have the recorded weights).
+
+    Raises:
+        AdapterError: if a ``"local"`` base is not given, or the directory does not exist.
+        BaseModelMismatchError: if the base's weights differ from the ones recorded.
+    """
+    ref = adapter.manifest.base_model
+    manifest_file = adapter.manifest_file
+    if ref is None:
+        if base_model is not None:
+            msg = (
+                f"{manifest_file} describes a retrieval-only adapter without a rewriter, so "
+                f"base_model={str(base_model)!r} has nothing to apply to; leave it out."
+            )
+            raise AdapterError(msg)
+        return None
+    if base_model is not None:
+        path = Path(base_model)
+        if not path.is_dir():
+            msg = f"base_model={str(base_model)!r} is not a model directory."
+            raise AdapterError(msg)
+    elif ref.kind == "default":
+        path = default_base_path()
+    elif ref.kind == "bundled":
+        path = adapter.files_dir / ref.name
+        root = adapter.files_dir.resolve()
+        if not path.resolve().is_relative_to(root):
+            msg = f"{manifest_file}: bundled base {ref.name!r} leads outside the adapter directory."
+            raise AdapterError(msg)
+    else:
+        msg = (
+            f"The adapter {str(adapter.path)!r} was trained on the local base model "
+            f"{ref.name!r} ({_short(ref.sha256)}), which is not stored with it. Pass that "
+            "model's directory: HuggingFaceRewriter.from_pretrained(adapter_dir, "
+            "base_model='path/to/model')."
+        )
+        raise AdapterError(msg)
+    actual = weights_sha256(path)
+    if actual != ref.sha256:
+        msg = (
+            f"The base model in {str(path)!r} has weights {_short(actual)}, but the adapter "
+            f"{str(adapter.path)!r} was trained on {ref.kind} base {ref.name!r} with weights "
+            f"{_short(ref.sha256)} ({manifest_file}). Load the adapter with the base model it "
+            "was trained on (base_model='path/to/model'), or train it again on this base."
+        )
+        raise BaseModelMismatchError(msg)
+    return path
+
+
+def _short(hashes: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} sha256={digest}" for name, digest in sorted(hashes.items()))
+
+
+# -- hashing ----------------------------------------------------------------------------------
+
+_hash_lock = threading.Lock()
+_hash_memory: dict[str, tuple[int, int, str]] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file, computed once per (path, size, mtime).
+
+    Kept in memory, and for files of 16 MiB or more (model weights) also in the package's cache
+    directory, so a base model is hashed once per machine, not once per load.
+    """
+    file = Path(path).resolve()
+    stat = file.stat()
+    key = str(file)
+    with _hash_lock:
+        known = _hash_memory.get(key)
+        if known is None:
+            known = _disk_cache().get(key)
+        if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+            _hash_memory[key] = known
+            return known[2]
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    entry = (stat.st_size, stat.st_mtime_ns, value)
+    with _hash_lock:
+        _hash_memory[key] = entry
+        if stat.st_size >= 1 << 24:  # only big files are worth a disk write
+            _store_disk_cache(key, entry)
+    return value
+
+
+def _hash_cache_file() -> Path:
+    from qta_integrations.models import cache_dir
+
+    return cache_dir() / _HASH_CACHE_NAME
+
+
+def _disk_cache() -> dict[str, tuple[int, int, str]]:
+    try:
+        raw = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
+        return {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}  # no cache yet, or an unreadable one: recompute
+
+
+def _store_disk_cache(key: str, entry: tuple[int, int, str]) -> None:
+    cache = _disk_cache()
+    cache[key] = entry
+    file = _hash_cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(file, json.dumps({k: list(v) for k, v in cache.items()}))
+    except OSError as err:  # a read-only cache only costs recomputing
+        logger.debug("Could not write the hash cache %s: %s", file, err)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a synced temporary file, then ``os.replace``."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def check_output_dir(directory: str | Path) -> Path:
+    """``directory`` as a `Path` if an adapter may be saved there.
+
+    It may be new, empty, or an existing adapter directory (which is replaced, keeping other
+    files in it).
+
+    Raises:
+        ValueError: if it is a file, or a non-empty directory that holds no adapter.
+    """
+    target = Path(directory)
+    if target.exists() and (
+        not target.is_dir()
+        or (
+            any(p for p in target.iterdir() if not p.name.startswith(".qta-"))
+            and not is_adapter_dir(target)
+        )
+    ):
+        msg = (
+            f"output_dir {str(target)!r} exists and is not a QTA adapter directory; pass a new "
+            "or empty directory (an existing adapter directory is replaced)."
+        )
+        raise ValueError(msg)
+    return target
+
+
+def write_adapter(directory: str | Path, build: Callable[[Path], AdapterManifest]) -> Path:
+    """Write an adapter directory atomically.
+
+    ``build(staging)`` writes the adapter's files (LoRA weights, a bundled base) into the empty
+    directory ``staging`` and returns the manifest; its ``files`` are filled in here. At every
+    instant ``directory`` loads as either the previous adapter or the new one; files the
+    adapter format does not own are never touched. One process saves to a directory at a time.
+
+    Returns:
+        ``directory`` as a `Path`.
+
+    Raises:
+        ValueError: if ``directory`` holds something other than an adapter (`check_output_dir`).
+    """
+    target = check_output_dir(directory)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGING_INFIX}", dir=parent))
+    try:
+        manifest = build(staging)
+        if (staging / MANIFEST_NAME).exists():
+            msg = f"build() must not write {MANIFEST_NAME}; write_adapter writes it."
+            raise ValueError(msg)
+        owned = {
+            p.relative_to(staging).as_posix(): file_sha256(p)
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
+        }
+        manifest = replace(manifest, files=owned)
+        obsolete = sorted(set(_owned_files(target)) - set(owned))
+        if obsolete:
+            (staging / _REMOVE_LIST).write_text(json.dumps(obsolete), encoding="utf-8")
+        (staging / MANIFEST_NAME).write_text(
+            json.dumps(manifest.to_dict(), indent=2, default=str), encoding="utf-8"
+        )
+        _fsync_tree(staging)
+        if not target.exists():
+            os.rename(staging, target)  # the commit of a first save
+            _fsync_dir(parent)
+            return target
+        pending = target / _PENDING
+        os.rename(staging, pending)  # the commit: a complete new adapter is in place
+        _fsync_dir(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _install(pending, target)
+    return target
+
+
+def _owned_files(target: Path) -> list[str]:
+    """The files the adapter at ``target`` owns (none if it has no readable manifest)."""
+    try:
+        return [*read_adapter(target, verify=False).manifest.files, MANIFEST_NAME]
+    except (OSError, AdapterError):
+        return []
+
+
+def _clean_leftovers(target: Path) -> None:
+    """Finish a committed but interrupted save; remove the staging dirs of uncommitted ones."""
+    for leftover in target.parent.glob(f".{target.name}{_STAGING_INFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if not target.is_dir():
+        return
+    for tmp in target.rglob(f"*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    pending = target / _PENDING
+    if (pending / MANIFEST_NAME).is_file():
+        try:
+            read_adapter(target)  # reads and checks the pending copy
+        except AdapterError as err:
+            logger.warning("Discarding an unusable interrupted save in %s: %s", pending, err)
+        else:
+            _install(pending, target)
+            return
+    if pending.exists():
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+def _install(pending: Path, target: Path) -> None:
+    """Link every file of the committed ``pending`` over ``target``'s, the manifest last."""
+    manifest = json.loads((pending / MANIFEST_NAME).read_text(encoding="utf-8"))
+    names = [n for n in manifest.get("files", {}) if n != MANIFEST_NAME]
+    for name in [*names, MANIFEST_NAME]:
+        source = pending / name
+        dest = target / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + _TMP_SUFFIX)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links on this file system: copy
+            shutil.copy2(source, tmp)
+            _fsync_file(tmp)
+        os.replace(tmp, dest)
+    _fsync_dir(target)
+    remove_list = pending / _REMOVE_LIST
+    if remove_list.exists():
+        for name in json.loads(remove_list.read_text(encoding="utf-8")):
+            if name in names or name == MANIFEST_NAME:
+                continue
+            _remove_owned(target, name)
+    # Drop the pending manifest first: without it, readers use the (complete) top level.
+    (pending / MANIFEST_NAME).unlink()
+    _fsync_dir(pending)
+    shutil.rmtree(pending, ignore_errors=True)
+
+
+def _remove_owned(target: Path, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (target / name).unlink()
+    parent = (target / name).parent
+    while parent != target and parent.is_relative_to(target):
+        try:
+            parent.rmdir()  # only if empty: a user's file in it keeps it
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file():
+            _fsync_file(path)
+        else:
+            _fsync_dir(path)
+    _fsync_dir(root)

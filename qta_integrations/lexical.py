@@ -1,0 +1,172 @@
+"""`BM25ToolIndex`: the lexical index over the catalogue (BM25 via ``bm25s``).
+
+It is the core's lexical signal (`qta_integrations.signals.LexicalSignal` scores every tool
+with it) and, since it implements the `ToolIndex` interface, the paper's sparse baseline too
+(``QTAPipeline(catalog, BM25ToolIndex())``). A tool's text can be *expanded* with the labelled
+example queries that need it (`with_expansions`), so the user's own wording of a request
+matches the tool lexically.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from qta_integrations.index import ScoredToolIndex
+from qta_integrations.tools import Tool
+
+__all__ = ["BM25ToolIndex"]
+
+
+def _import_bm25s() -> Any:
+    """Import ``bm25s``, undoing its import-time ``setLevel(DEBUG)`` on its own logger.
+
+    Without this, any application that configures logging prints bm25s's debug chatter
+    ("Building index from tokens") on every index build.
+    """
+    import bm25s
+
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level == logging.DEBUG:
+        bm25s_logger.setLevel(logging.NOTSET)
+    return bm25s
+
+
+class BM25ToolIndex(ScoredToolIndex):
+    """BM25 over tool texts (``Tool.text``), with ``bm25s``.
+
+    Texts are lower-cased, split into words of two or more characters and English stopwords
+    are dropped (``bm25s.tokenize`` defaults); no stemming. Scores are raw BM25 scores (not
+    in [0, 1]); ties, including tools sharing no word with the query (score 0), keep
+    catalogue order, so rankings are deterministic.
+
+    Args:
+        k1: BM25 term-frequency saturation.
+        b: BM25 length normalisation.
+        method: The ``bm25s`` BM25 variant (``"lucene"``, ``"robertson"``, ``"atire"``,
+            ``"bm25l"``, ``"bm25+"``).
+        stopwords: Stopword list name or list passed to ``bm25s.tokenize`` (None for none).
+
+    Example:
+        .. code-block:: python
+
+            from qta_integrations import Tool
+            from qta_integrations.lexical import BM25ToolIndex
+
+            index = BM25ToolIndex()
+            index.add_tools([
+                Tool(id="weather", name="get_weather", description="Weather forecast for a city."),
+                Tool(id="stocks", name="get_quote", description="Latest stock price."),
+            ])
+            print(index.search("forecast for Oslo", k=1)[0].tool_id)  # weather
+    """
+
+    def __init__(
+        self,
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        method: str = "lucene",
+        stopwords: str | list[str] | None = "en",
+    ) -> None:
+        self.k1 = k1
+        self.b = b
+        self.method = method
+        self.stopwords = stopwords
+        self._tools: dict[str, Tool] = {}
+        self._ids: list[str] = []
+        self._expansions: dict[str, tuple[str, ...]] = {}
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def ids(self) -> list[str]:
+        """Indexed tool ids, in insertion order."""
+        return list(self._ids)
+
+    def _tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        bm25s = _import_bm25s()
+        tokens = bm25s.tokenize(
+            list(texts), stopwords=self.stopwords, return_ids=False, show_progress=False
+        )
+        return [list(t) for t in tokens]
+
+    def add_tools(self, tools: Sequence[Tool]) -> None:
+        """Upsert tools (keyed by id) and rebuild the BM25 statistics over the whole corpus."""
+        if not tools:
+            return
+        with self._lock:
+            for tool in tools:
+                if tool.id not in self._tools:
+                    self._ids.append(tool.id)
+                self._tools[tool.id] = tool
+            self._rebuild()
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove tools by id (unknown ids are ignored) and rebuild the statistics."""
+        gone = set(ids) & set(self._tools)
+        if not gone:
+            return
+        with self._lock:
+            for tool_id in gone:
+                del self._tools[tool_id]
+                self._expansions.pop(tool_id, None)
+            self._ids = [i for i in self._ids if i not in gone]
+            self._rebuild()
+
+    def _text(self, tool_id: str) -> str:
+        extra = self._expansions.get(tool_id, ())
+        return " ".join((self._tools[tool_id].text, *extra))
+
+    def _rebuild(self) -> None:
+        if not self._ids:
+            self._model = None
+            return
+        bm25s = _import_bm25s()
+        model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        model.index(self._tokenize([self._text(i) for i in self._ids]), show_progress=False)
+        self._model = model
+
+    @property
+    def expansions(self) -> dict[str, tuple[str, ...]]:
+        """Extra texts appended to each tool's text (tool id -> texts)."""
+        return dict(self._expansions)
+
+    def with_expansions(self, expansions: Mapping[str, Sequence[str]]) -> BM25ToolIndex:
+        """A new index over the same tools, each tool's text extended with ``expansions[id]``.
+
+        Ids that are not indexed tools are ignored. The original index is unchanged.
+        """
+        copy = BM25ToolIndex(k1=self.k1, b=self.b, method=self.method, stopwords=self.stopwords)
+        copy._tools = dict(self._tools)
+        copy._ids = list(self._ids)
+        copy._expansions = {
+            tool_id: tuple(texts) for tool_id, texts in expansions.items() if tool_id in self._tools
+        }
+        copy._rebuild()
+        return copy
+
+    def scores(self, queries: Sequence[str]) -> np.ndarray:
+        """BM25 score of each query against each tool, shape ``(len(queries), n_tools)``.
+
+        Raises:
+            RuntimeError: if no tool has been added yet.
+        """
+        if self._model is None:
+            msg = "The BM25 index is empty: call add_tools(...) before searching."
+            raise RuntimeError(msg)
+        tokens = self._tokenize(queries)
+        with self._lock:
+            n = len(self._ids)
+            # A query with no indexable word (all stopwords) scores 0 everywhere.
+            rows = [
+                np.asarray(self._model.get_scores(t), dtype=np.float32)
+                if t
+                else np.zeros(n, dtype=np.float32)
+                for t in tokens
+            ]
+        return np.stack(rows) if rows else np.zeros((0, len(self._ids)), dtype=np.float32)
