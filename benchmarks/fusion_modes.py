@@ -63,7 +63,7 @@ def compare(
 ) -> dict[str, Any]:
     data = load_mtrb(subset, split, data_dir=data_dir)
     pipeline = build_pipeline(
-        "qta",
+        "qta-paper",
         data.catalog,
         embeddings=embeddings,
         adapter=None if adapter == "untrained" else adapter,

@@ -1,17 +1,18 @@
-"""Latency of `QTARetriever.invoke` with and without the rewrite, and `batch` throughput.
+"""Latency of `QTARetriever.invoke`: dense only, the fitted retriever, the paper's rewrite.
 
-Uses the real default models (all-MiniLM-L6-v2 in embedded Chroma, SmolLM2-135M-Instruct
-rewriter) over the MTRB-RestBench catalogue (54 tools) and its test queries. The rewrite
-cache is cleared before every timed call, so the rewrite really runs each time.
+Uses the real default models (all-MiniLM-L6-v2 in embedded Chroma; SmolLM2-135M-Instruct for
+the paper's configuration) over an MTRB catalogue (default ToolBench, 811 tools) and its test
+queries. The fitted retriever learns from the subset's 10 training queries first. The modes are
+timed query by query in alternation (dense, fitted, dense, ...), so a change in the machine's
+load hits both alike, and the ratio of their medians is the figure to compare. The rewrite
+cache is cleared before every timed call of the paper mode, so the rewrite really runs.
 
 Command (from the repository root; ``make bench`` runs it with the defaults)::
 
-    HF_HUB_OFFLINE=1 QTA_MTRB_DIR=../shared/data/mtrb python benchmarks/latency.py \
-        --queries 20 --batch 32 --output benchmarks/results/latency.json
+    QTA_MTRB_DIR=../shared/data/mtrb python benchmarks/latency.py \
+        --subset toolbench --queries 90 --output benchmarks/results/latency.json
 
-Reports, per mode: median and p90 of single-query latency over ``--queries`` queries, then the
-wall time and throughput of one ``batch`` call over ``--batch`` queries. The machine's load
-average is printed too: other processes on a shared machine slow everything down.
+Add ``--paper 10`` to also time 10 queries with the paper's configuration (a rewrite each).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def _time_invoke(retriever: Any, queries: list[str], *, clear_cache: bool) -> list[float]:
-    rewriter = retriever.core.rewriter
+    rewriter = retriever.core.rewriter if clear_cache else None
     times = []
     for query in queries:
-        if clear_cache and rewriter is not None:
+        if rewriter is not None:
             rewriter.clear_cache()
         start = time.perf_counter()
         docs = retriever.invoke(query)
@@ -52,8 +53,6 @@ def _time_invoke(retriever: Any, queries: list[str], *, clear_cache: bool) -> li
 
 
 def _time_batch(retriever: Any, queries: list[str]) -> dict[str, float]:
-    if retriever.core.rewriter is not None:
-        retriever.core.rewriter.clear_cache()
     start = time.perf_counter()
     results = retriever.batch(queries)
     seconds = time.perf_counter() - start
@@ -68,8 +67,10 @@ def _time_batch(retriever: Any, queries: list[str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=20, help="Queries timed one by one.")
+    parser.add_argument("--subset", default="toolbench", help="MTRB subset (default toolbench).")
+    parser.add_argument("--queries", type=int, default=90, help="Queries timed one by one.")
     parser.add_argument("--batch", type=int, default=32, help="Queries in the batch call.")
+    parser.add_argument("--paper", type=int, default=0, help="Queries timed in paper mode.")
     parser.add_argument("--k", type=int, default=5, help="Tools returned per query.")
     parser.add_argument("--data-dir", type=Path, default=None, help="MTRB dir ($QTA_MTRB_DIR).")
     parser.add_argument("--output", type=Path, help="Also write the numbers as JSON here.")
@@ -79,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from qta_integrations import QTARetriever
     from qta_integrations.evaluation import load_mtrb
+    from qta_integrations.fusion import FusionWeights
+    from qta_integrations.settings import RetrievalSettings
 
-    data = load_mtrb("restbench", data_dir=args.data_dir)
+    data = load_mtrb(args.subset, data_dir=args.data_dir)
+    train = load_mtrb(args.subset, "train", data_dir=args.data_dir)
     queries = [q.query for q in data.queries]
-    if max(args.queries, args.batch) > len(queries):
+    if max(args.queries, args.batch, args.paper) > len(queries):
         print(f"At most {len(queries)} queries are available.", file=sys.stderr)
         return 2
     load_before = os.getloadavg()
@@ -91,33 +95,44 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before: {load_before[0]:.2f}",
         file=sys.stderr,
     )
-
-    retrievers = {
-        "dense (no rewrite)": QTARetriever(tools=data.catalog, rewriter=None, k=args.k),
-        "qta (SmolLM2 rewrite)": QTARetriever(tools=data.catalog, k=args.k),
-    }
-    single: dict[str, dict[str, float]] = {}
-    batch: dict[str, dict[str, float]] = {}
-    for name, retriever in retrievers.items():
-        _time_invoke(retriever, queries[-2:], clear_cache=True)  # warm-up: load, first call
-        single[name] = _percentiles(
-            _time_invoke(retriever, queries[: args.queries], clear_cache=True)
+    dense = QTARetriever(tools=data.catalog, rewriter=None, k=args.k)
+    # Each its own embedded Chroma store: the fitted one also holds the 10 examples.
+    fitted = QTARetriever(tools=data.catalog, rewriter=None, k=args.k)
+    fitted.add_examples(train)
+    print(f"Fitted weights: {fitted.core.fusion}", file=sys.stderr)
+    retrievers = {"dense": dense, "fitted": fitted}
+    for retriever in retrievers.values():
+        _time_invoke(retriever, queries[-2:], clear_cache=False)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in retrievers}
+    for i, query in enumerate(queries[: args.queries]):
+        order = list(retrievers) if i % 2 == 0 else list(reversed(retrievers))
+        for name in order:
+            times[name] += _time_invoke(retrievers[name], [query], clear_cache=False)
+    single = {name: _percentiles(t) for name, t in times.items()}
+    ratio = single["fitted"]["median_ms"] / single["dense"]["median_ms"]
+    batch = {name: _time_batch(r, queries[: args.batch]) for name, r in retrievers.items()}
+    if args.paper:
+        paper = QTARetriever(
+            tools=data.catalog,
+            k=args.k,
+            settings=RetrievalSettings(fusion=FusionWeights.paper()),
         )
-        batch[name] = _time_batch(retriever, queries[: args.batch])
+        _time_invoke(paper, queries[-1:], clear_cache=True)  # loads the rewriter
+        single["paper (SmolLM2 rewrite)"] = _percentiles(
+            _time_invoke(paper, queries[: args.paper], clear_cache=True)
+        )
     load_after = os.getloadavg()
 
-    print(
-        f"\ninvoke latency over {args.queries} queries (k={args.k}, rewrite cache cleared "
-        "before each call)"
-    )
-    print(f"{'mode':<24}{'median ms':>11}{'p90 ms':>10}{'mean ms':>10}")
+    print(f"\ninvoke latency over {args.queries} queries (k={args.k})")
+    print(f"{'mode':<26}{'median ms':>11}{'p90 ms':>10}{'mean ms':>10}")
     for name, row in single.items():
-        print(f"{name:<24}{row['median_ms']:>11.1f}{row['p90_ms']:>10.1f}{row['mean_ms']:>10.1f}")
+        print(f"{name:<26}{row['median_ms']:>11.1f}{row['p90_ms']:>10.1f}{row['mean_ms']:>10.1f}")
+    print(f"\nfitted / dense median: {ratio:.2f}x")
     print(f"\nbatch throughput ({args.batch} queries in one .batch call)")
-    print(f"{'mode':<24}{'total s':>9}{'queries/s':>11}{'ms/query':>10}")
+    print(f"{'mode':<26}{'total s':>9}{'queries/s':>11}{'ms/query':>10}")
     for name, row in batch.items():
         print(
-            f"{name:<24}{row['seconds']:>9.2f}{row['queries_per_s']:>11.2f}"
+            f"{name:<26}{row['seconds']:>9.2f}{row['queries_per_s']:>11.2f}"
             f"{row['ms_per_query']:>10.1f}"
         )
     print(
@@ -133,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                     "command": ["python", "benchmarks/latency.py", *(argv or sys.argv[1:])],
                     "catalogue": repr(data),
                     "k": args.k,
+                    "fusion": fitted.core.fusion.to_dict(),
                     "invoke": single,
+                    "fitted_over_dense_median": ratio,
                     "batch": batch,
                     "load_average": {"before": load_before[0], "after": load_after[0]},
                     "cpus": os.cpu_count(),

@@ -11,7 +11,6 @@ tables in ``docs/benchmarks.md`` are pasted from this output::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import statistics
 from dataclasses import fields
@@ -20,15 +19,16 @@ from typing import Any
 
 from _setup import ROOT  # sets the offline environment; import before the package
 
-from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.training.config import QTATrainingConfig
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
 IGNORED = {"seed", "show_progress", "logging_steps"}
 # Pipeline options recorded by train_mtrb.py; a row names them only when not the default.
 PIPELINE_DEFAULTS = {
-    name: inspect.signature(QTAPipeline).parameters[name].default
-    for name in ("num_context_tools", "alpha")
+    "num_context_tools": RetrievalSettings().num_context_tools,
+    "alpha": FusionWeights.paper().rewrite,
 }
 
 

@@ -28,7 +28,6 @@ Every `QTATrainingConfig` field is a flag (``--num-candidates 8``, ``--grade-mod
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import random
@@ -42,9 +41,11 @@ from typing import Any
 from _setup import ROOT  # sets the offline environment; import before the package
 
 from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.metrics import sufficiency_at_k
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.training.cli import add_config_arguments, config_from_args
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
@@ -55,10 +56,10 @@ def _sufficiency_at_5(ranking: Sequence[str], gold: Collection[str]) -> tuple[fl
     return (sufficiency_at_k(ranking, gold, 5),)
 
 
-# The QTAPipeline options this script exposes, with the pipeline's own defaults.
+# The pipeline options this script exposes, with the package's own defaults.
 PIPELINE_DEFAULTS: dict[str, Any] = {
-    name: inspect.signature(QTAPipeline).parameters[name].default
-    for name in ("num_context_tools", "alpha")
+    "num_context_tools": RetrievalSettings().num_context_tools,
+    "alpha": FusionWeights.paper().rewrite,
 }
 
 RANKINGS: dict[str, RankingFunction] = {
@@ -138,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         result["summary"] = summarise(result["runs"])
         out_path.write_text(json.dumps(result, indent=1))
 
-    pipeline_options = {"num_context_tools": args.num_context_tools, "alpha": args.alpha}
+    pipeline_options = {
+        "num_context_tools": args.num_context_tools,
+        "fusion": FusionWeights.paper(args.alpha),
+    }
     eval_sets = {}
     for subset in sorted(set(args.subsets) | set(args.eval_subsets or args.subsets)):
         eval_sets[subset] = load_mtrb(subset, "test", args.data_dir)
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 show_progress=False,
             )
             untrained = evaluate(
-                build_pipeline("qta", data.catalog, embeddings=embeddings, **pipeline_options),
+                _paper_pipeline(data.catalog, embeddings, None, pipeline_options),
                 data,
                 method="qta",
                 show_progress=False,
@@ -170,14 +174,10 @@ def main(argv: list[str] | None = None) -> None:
                     examples = random.Random(seed).sample(examples, n)
                 config.seed = seed
                 rewriter = HuggingFaceRewriter.default()
-                pipeline = build_pipeline(
-                    "qta",
-                    train.catalog,
-                    embeddings=embeddings,
-                    rewriter=rewriter,
-                    **pipeline_options,
+                pipeline = _paper_pipeline(train.catalog, embeddings, rewriter, pipeline_options)
+                trainer = QTATrainer(
+                    pipeline, config=config, ranking=RANKINGS[args.ranking], alpha=args.alpha
                 )
-                trainer = QTATrainer(pipeline, config=config, ranking=RANKINGS[args.ranking])
                 adapter = (
                     Path(args.save_adapters) / f"{subset}-n{n}-s{seed}"
                     if args.save_adapters
@@ -189,13 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                 for eval_subset in args.eval_subsets or [subset]:
                     data = eval_sets[eval_subset]
                     report = evaluate(
-                        build_pipeline(
-                            "qta",
-                            data.catalog,
-                            embeddings=embeddings,
-                            rewriter=rewriter,
-                            **pipeline_options,
-                        ),
+                        _paper_pipeline(data.catalog, embeddings, rewriter, pipeline_options),
                         data,
                         method="qta",
                         show_progress=args.progress,
@@ -222,6 +216,15 @@ def main(argv: list[str] | None = None) -> None:
                     dump()
     dump()
     print(json.dumps(result["summary"], indent=1))
+
+
+def _paper_pipeline(
+    catalog: Any, embeddings: Any, rewriter: Any, options: dict[str, Any]
+) -> QTAPipeline:
+    """The paper's configuration: the (trained) rewriter, raw query + rewrite fusion."""
+    pipeline = build_pipeline("qta-paper", catalog, embeddings=embeddings, rewriter=rewriter)
+    pipeline.settings = pipeline.settings.replace(**options)
+    return pipeline
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

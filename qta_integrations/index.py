@@ -564,7 +564,9 @@ class VectorStoreToolIndex(ToolIndex):
         if self._file_lock is None:
             from filelock import FileLock
 
-            self._file_lock = FileLock(self.persist_directory / LOCK_FILE)
+            # One lock object per file in a process, so that the lock is re-entrant across
+            # indexes over the same directory (flock would otherwise block on itself).
+            self._file_lock = FileLock(self.persist_directory / LOCK_FILE, is_singleton=True)
         return _timed_lock(self._file_lock, self.persist_directory, self.lock_timeout)
 
     def close(self) -> None:

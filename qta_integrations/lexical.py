@@ -118,6 +118,10 @@ class BM25ToolIndex(ScoredToolIndex):
             self._ids = [i for i in self._ids if i not in gone]
             self._rebuild()
 
+    def list_entries(self, kind: str | None = None) -> dict[str, str | None]:
+        """The indexed tools (``id -> None``: no content hash is kept); it holds no examples."""
+        return {} if kind == "example" else dict.fromkeys(self._ids)
+
     def _text(self, tool_id: str) -> str:
         extra = self._expansions.get(tool_id, ())
         return " ".join((self._tools[tool_id].text, *extra))

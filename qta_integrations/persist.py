@@ -50,6 +50,7 @@ from typing import Any
 
 from qta_integrations.adapter import atomic_write_text, is_adapter_dir
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.tools import ToolCatalog, ToolsLike
 
 __all__ = [
@@ -285,7 +286,7 @@ def load(
     vectorstore: Any | None = None,
     llama_index: Any | None = None,
     rewriter: Any = SAVED,
-    settings: Any | None = None,
+    settings: RetrievalSettings | None = None,
     **overrides: Any,
 ) -> QTAPipeline:
     """Load a retriever saved with `save` as a `QTAPipeline` (nothing is embedded).
@@ -403,18 +404,22 @@ def _saved_rewriter(reference: dict[str, Any], path: Path) -> Any:
 
 
 def _apply_overrides(
-    state: dict[str, Any], settings: Any, overrides: dict[str, Any], config_file: Path
+    state: dict[str, Any],
+    settings: RetrievalSettings | None,
+    overrides: dict[str, Any],
+    config_file: Path,
 ) -> dict[str, Any]:
     saved = state.get("settings")
     if not isinstance(saved, dict):
         _broken(config_file, "'state.settings' must be an object")
     assert isinstance(saved, dict)  # for mypy: _broken raised otherwise
     if settings is not None:
+        if not isinstance(settings, RetrievalSettings):
+            msg = f"settings must be a RetrievalSettings, got {type(settings).__name__}."
+            raise TypeError(msg)
         saved = settings.to_dict()
     if not overrides:
         return {**state, "settings": saved}
-    from qta_integrations.settings import RetrievalSettings
-
     known = {f.name for f in fields(RetrievalSettings)}
     unknown = sorted(set(overrides) - known)
     if unknown:

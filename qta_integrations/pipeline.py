@@ -49,11 +49,16 @@ INDEX_BATCH_SIZE = 256
 
 @dataclass(frozen=True)
 class RetrievedTool:
-    """A tool in a result list, with its fused score and 1-based rank."""
+    """A tool in a result list: its fused score, 1-based rank and each signal's score.
+
+    ``signals`` maps the name of every signal that took part in the fusion to its score for this
+    tool (empty for a dense-only retrieval, where ``score`` is the similarity itself).
+    """
 
     tool: Tool
     score: float
     rank: int
+    signals: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -384,8 +389,13 @@ class QTAPipeline:
             overrides: Settings fields that win over the saved ones (e.g. a ``k`` the caller
                 passed explicitly).
 
+        Saved examples that name tools missing from this catalogue are left out (with a
+        warning) and the fusion is refitted on the rest: fitted weights are specific to the
+        catalogue they were fitted on, and with no applicable examples the no-label default
+        (dense) is used.
+
         Raises:
-            ValueError: for a malformed state, or examples naming tools not in the catalogue.
+            ValueError: for a malformed state.
         """
         if not isinstance(state, Mapping):
             msg = f"The retrieval state must be a dict, got {type(state).__name__}."
@@ -395,15 +405,23 @@ class QTAPipeline:
         self.settings = settings.replace(**known) if known else settings
         records = list(state.get("examples") or ())
         memory = ExampleMemory.from_list(records)
-        unknown = sorted({t for e in memory for t in e.tool_ids if t not in self.catalog})
-        if unknown:
-            msg = (
-                f"The saved examples name tools that are not in the catalogue: {unknown[:10]}. "
-                "Load them with the catalogue they were labelled on."
+        foreign = [e for e in memory if any(t not in self.catalog for t in e.tool_ids)]
+        if foreign:
+            # Fitted weights belong to the catalogue they were fitted on: keep the examples
+            # that apply here and refit on them, or fall back to the no-label default.
+            logger.warning(
+                "%d of %d saved labelled examples name tools that are not in this catalogue "
+                "(e.g. %r); they are left out and the fusion is refitted on the %d that apply.",
+                len(foreign),
+                len(memory),
+                sorted(t for t in foreign[0].tool_ids if t not in self.catalog)[:3],
+                len(memory) - len(foreign),
             )
-            raise ValueError(msg)
+            memory.remove(e.query for e in foreign)
         self.memory = memory
         self._sync_examples()
+        if foreign:
+            self.fit_fusion()
 
     # -- retrieval --------------------------------------------------------------------
 
@@ -443,6 +461,26 @@ class QTAPipeline:
         # retriever on the same store) are ignored, and removed at the next sync of examples.
         known = {e.entry_id for e in self.memory} if any(h.kind != "tool" for h in hits) else set()
         return [h for h in hits if h.kind == "tool" or h.entry_id in known]
+
+    def _dense_hits(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:
+        if not len(self.memory):
+            return self.index.search_many(queries, k)
+        # The store holds this pipeline's examples too: fetch past them in one search, and
+        # search again only for a query whose nearest entries were nearly all examples.
+        depth = self._entry_depth(k)
+        batches = self.index.search_entries_many(list(queries), depth)
+        hits = [_tool_hits(h)[:k] for h in batches]
+        short = [
+            i
+            for i, (h, b) in enumerate(zip(hits, batches, strict=True))
+            if len(h) < k and len(b) == depth
+        ]
+        if short:
+            for i, found in zip(
+                short, self.index.search_many([queries[i] for i in short], k), strict=True
+            ):
+                hits[i] = found
+        return hits
 
     def _context(
         self,
@@ -493,13 +531,19 @@ class QTAPipeline:
         scored = self._signal_scores(context, names)
         results = []
         for i, query in enumerate(context.queries):
-            ranked = fuse({n: scored[n][i] for n in names}, weights)
+            per_signal = {n: scored[n][i] for n in names}
+            ranked = fuse(per_signal, weights)
             rewrite = context.rewrites[i] if context.rewrites else None
-            results.append(self._result(query, rewrite, ranked, k))
+            results.append(self._result(query, rewrite, ranked, k, per_signal))
         return results
 
     def _result(
-        self, query: str, rewrite: str | None, ranked: Sequence[tuple[str, float]], k: int
+        self,
+        query: str,
+        rewrite: str | None,
+        ranked: Sequence[tuple[str, float]],
+        k: int,
+        per_signal: Mapping[str, SignalScores] | None = None,
     ) -> RetrievalResult:
         tools: list[RetrievedTool] = []
         for tool_id, score in ranked:
@@ -511,7 +555,8 @@ class QTAPipeline:
                     tool_id,
                 )
                 continue
-            tools.append(RetrievedTool(tool=tool, score=score, rank=len(tools) + 1))
+            signals = {n: round(v.get(tool_id), 6) for n, v in (per_signal or {}).items()}
+            tools.append(RetrievedTool(tool, score, len(tools) + 1, signals))
             if len(tools) == k:
                 break
         return RetrievalResult(query=query, rewrites=(rewrite,) if rewrite else (), tools=tools)
@@ -536,15 +581,20 @@ class QTAPipeline:
         histories: Sequence[Sequence[str]] | None = None,
     ) -> list[RetrievalResult]:
         """`retrieve` for many queries: one batched search, rewrites generated in one batch."""
+        if isinstance(queries, str):
+            msg = (
+                f"retrieve_batch takes a list of queries, got the string {queries[:50]!r}; "
+                "use retrieve(query) for one query, or wrap it: [query]."
+            )
+            raise TypeError(msg)
         k = self._k(k)
         queries = [validate_query(q) for q in queries]
         histories = self._histories(queries, histories)
         weights = self.settings.fusion
         if weights.dense_only:
-            hits = self.index.search_many(queries, k)
             return [
                 self._result(q, None, [(h.tool_id, h.score) for h in hs], k)
-                for q, hs in zip(queries, hits, strict=True)
+                for q, hs in zip(queries, self._dense_hits(queries, k), strict=True)
             ]
         context = self._context(
             queries, histories, depth=self.settings.fetch_depth(k), weights=weights

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import re
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -142,13 +143,33 @@ class QueryRewriter(ABC):
         return (await self.arewrite_batch([request]))[0]
 
     async def arewrite_batch(self, requests: Sequence[RewriteRequest | str]) -> list[str]:
-        """Async `rewrite_batch`."""
+        """Async `rewrite_batch`, shared with every concurrent caller on the same event loop.
+
+        A request identical to one already being generated waits for that generation instead
+        of starting its own, and requests that arrive within ``batch_window`` seconds of each
+        other (e.g. from concurrent ``ainvoke`` calls) are generated together in one batch.
+        """
         reqs = [_as_request(r) for r in requests]
+        for req in reqs:
+            self.render(req)  # bad input fails here, for this caller only
         missing, known = self._missing(reqs)
         if missing:
-            outputs = await self._agenerate([self.render(reqs[i]) for i in missing])
-            known.update(self._store(reqs, missing, outputs))
+            batcher = self._batcher()
+            outputs = await asyncio.gather(*(batcher.submit(reqs[i]) for i in missing))
+            known.update({reqs[i].cache_key: out for i, out in zip(missing, outputs, strict=True)})
         return [known[r.cache_key] for r in reqs]
+
+    batch_window: float = 0.005
+    """Seconds `arewrite_batch` waits for concurrent requests to join a batch."""
+
+    def _batcher(self) -> _AsyncBatcher:
+        loop = asyncio.get_running_loop()
+        with self._cache_lock:
+            batchers = self.__dict__.setdefault("_batchers", weakref.WeakKeyDictionary())
+            batcher = batchers.get(loop)
+            if batcher is None:
+                batcher = batchers[loop] = _AsyncBatcher(self)
+        return batcher
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> QueryRewriter:
@@ -213,6 +234,47 @@ class QueryRewriter(ABC):
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return fresh
+
+
+class _AsyncBatcher:
+    """Collects concurrent async rewrite requests on one event loop into shared batches."""
+
+    def __init__(self, rewriter: QueryRewriter) -> None:
+        self.rewriter = rewriter
+        self.inflight: dict[tuple[Any, ...], asyncio.Future[str]] = {}
+        self.queue: list[RewriteRequest] = []
+        self.flushing = False
+
+    async def submit(self, request: RewriteRequest) -> str:
+        key = request.cache_key
+        future = self.inflight.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self.inflight[key] = future
+            self.queue.append(request)
+            if not self.flushing:
+                self.flushing = True
+                asyncio.get_running_loop().create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.rewriter.batch_window)
+        batch, self.queue, self.flushing = self.queue, [], False
+        try:
+            outputs = await self.rewriter._agenerate([self.rewriter.render(r) for r in batch])
+            results = self.rewriter._store(batch, list(range(len(batch))), outputs)
+        except BaseException as err:  # every waiter gets the error, none hangs
+            for request in batch:
+                future = self.inflight.pop(request.cache_key, None)
+                if future is not None and not future.done():
+                    future.set_exception(err)
+            if not isinstance(err, Exception):
+                raise
+            return
+        for request in batch:
+            future = self.inflight.pop(request.cache_key, None)
+            if future is not None and not future.done():
+                future.set_result(results[request.cache_key])
 
 
 def _as_request(request: RewriteRequest | str) -> RewriteRequest:
@@ -383,6 +445,7 @@ class HuggingFaceRewriter(QueryRewriter):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from qta_integrations.adapter import (
+            LORA_WEIGHTS_NAME,
             is_adapter_dir,
             is_default_base,
             read_adapter,
@@ -419,6 +482,12 @@ class HuggingFaceRewriter(QueryRewriter):
             msg = (
                 f"base_model= is for QTA adapter directories, and {str(path)!r} has no "
                 "qta_manifest.json; load the model directory itself."
+            )
+            raise ValueError(msg)
+        if lora is not None and not (Path(lora) / LORA_WEIGHTS_NAME).is_file():
+            msg = (
+                f"No {LORA_WEIGHTS_NAME} in the adapter directory {str(lora)!r}: only "
+                "safetensors adapters are loaded. Save it with model.save_pretrained(dir)."
             )
             raise ValueError(msg)
         tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=False)

@@ -186,8 +186,8 @@ class ToolCatalog(Sequence[Tool]):
     def from_file(cls, path: str | Path, *, require_names: bool = False) -> ToolCatalog:
         """Load a JSON list or a JSONL file of ``{"id", "name", "description"}`` records.
 
-        Which of the two it is is decided by the content (see `read_records`). Every error
-        names the file and the line of the record.
+        The content decides which of the two the file is (see `read_numbered_records`). Every
+        error names the file and the line of the record.
 
         Args:
             path: The file.

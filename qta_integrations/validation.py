@@ -167,7 +167,7 @@ def check_fetch_k(fetch_k: Any, k: int) -> int | None:
         msg = (
             f"fetch_k ({fetch_k}) must be >= k ({k}): only fetch_k hits are fetched, so fewer "
             "than k tools would come back. Raise fetch_k, lower k, or leave fetch_k unset "
-            "(max(4 * k, 20))."
+            "(max(4 * k, 100))."
         )
         raise ValueError(msg)
     return fetch_k

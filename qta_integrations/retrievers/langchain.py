@@ -42,6 +42,7 @@ def result_to_documents(result: RetrievalResult) -> list[Document]:
                 "rank": item.rank,
                 "query": result.query,
                 "rewritten_query": rewrite,
+                "signals": dict(item.signals),
             },
         )
         for item in result.tools

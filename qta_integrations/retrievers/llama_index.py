@@ -259,7 +259,7 @@ class QTALlamaIndexRetriever(BaseRetriever):
         index: Any | None = None,
         vectorstore: Any | None = None,
         rewriter: Any = SAVED,
-        settings: Any | None = None,
+        settings: RetrievalSettings | None = None,
         k: int | None = None,
         fetch_k: int | None = None,
         num_context_tools: int | None = None,

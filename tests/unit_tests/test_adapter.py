@@ -273,6 +273,18 @@ def test_models_are_loaded_from_safetensors_without_remote_code(
     assert kwargs["AutoTokenizer"]["trust_remote_code"] is False
 
 
+def test_a_plain_peft_adapter_must_be_safetensors(tmp_path: Path) -> None:
+    trainer = _with_lora(_trainer(), seed=1)
+    base = _model_dir(tmp_path / "base", seed=0)  # tiny_hf_rewriter's default seed: the same base
+    peft_dir = tmp_path / "peft"
+    trainer.rewriter.model.save_pretrained(peft_dir)
+    loaded = HuggingFaceRewriter.from_pretrained(base, adapter=peft_dir, max_new_tokens=4)
+    assert loaded.generate_from_prompts(PROMPTS) == trainer.rewriter.generate_from_prompts(PROMPTS)
+    (peft_dir / "adapter_model.safetensors").rename(peft_dir / "adapter_model.bin")
+    with pytest.raises(ValueError, match="only safetensors adapters are loaded"):
+        HuggingFaceRewriter.from_pretrained(base, adapter=peft_dir)
+
+
 def test_file_hashes_are_cached_by_size_and_mtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,6 +15,7 @@ from qta_integrations.agents import bigtool_retrieve_functions
 from qta_integrations.testing import FakeRewriter
 from tests.unit_tests.test_langgraph_agent import (
     EXECUTED,
+    PAPER,
     TOOLS,
     call,
     keyword_retriever,
@@ -90,7 +91,7 @@ async def test_bigtool_agent_async_path_awaits_the_pipeline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rewriter = FakeRewriter({"mail to bob": "Send an email message to a recipient address."})
-    retriever = keyword_retriever(rewriter=rewriter)
+    retriever = keyword_retriever(rewriter=rewriter, fusion=PAPER)
 
     def no_sync(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the coroutine must use QTAPipeline.aretrieve")

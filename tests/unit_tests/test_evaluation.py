@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from qta_integrations.evaluation import (
     format_reports,
 )
 from qta_integrations.evaluation.harness import score_ranking
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.index import ExactToolIndex
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
@@ -129,16 +131,50 @@ def test_evaluate_dense_pipeline(dataset: RetrievalDataset) -> None:
     assert all(len(o.ranking) == 2 for o in report.per_query)
 
 
-def test_evaluate_qta_pipeline_uses_batched_rewrites(dataset: RetrievalDataset) -> None:
-    rewriter = FakeRewriter({UMBRELLA: "current weather forecast for a city"})
+class CountingRewriter(FakeRewriter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generate_calls = 0
+
+    def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
+        self.generate_calls += 1
+        return super()._generate(messages)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [("qta", {"fusion": FusionWeights.paper(0.7)}), ("qta-paper", {})],
+    ids=["qta-with-paper-fusion", "qta-paper"],
+)
+def test_evaluate_qta_pipeline_uses_batched_rewrites(
+    dataset: RetrievalDataset, method: str, kwargs: dict[str, Any]
+) -> None:
+    rewriter = CountingRewriter({UMBRELLA: "current weather forecast for a city"})
     pipeline = build_pipeline(
-        "qta", dataset.catalog, embeddings=KeywordEmbeddings(), rewriter=rewriter, alpha=0.7
+        method, dataset.catalog, embeddings=KeywordEmbeddings(), rewriter=rewriter, **kwargs
     )
-    report = evaluate(pipeline, dataset, ks=(1,), method="qta", show_progress=False)
+    assert pipeline.fusion.uses_rewrite
+    report = evaluate(
+        pipeline, dataset, ks=(1,), method=method, batch_size=16, show_progress=False
+    )
     assert report.per_query[2].ranking == ("weather",)  # "route" without the rewrite
     assert report.per_query[2].rewrite == "current weather forecast for a city"
     assert report.per_query[0].rewrite is None  # unchanged query: no rewrite used
     assert sorted(rewriter.calls) == sorted(q.query for q in dataset.queries)
+    assert rewriter.generate_calls == 1  # one batch for the whole dataset
+
+
+def test_qta_without_labels_is_dense_and_never_rewrites(dataset: RetrievalDataset) -> None:
+    rewriter = CountingRewriter({UMBRELLA: "current weather forecast for a city"})
+    pipeline = build_pipeline(
+        "qta", dataset.catalog, embeddings=KeywordEmbeddings(), rewriter=rewriter
+    )
+    assert pipeline.fusion == FusionWeights()
+    report = evaluate(pipeline, dataset, ks=(1, 2), method="qta", show_progress=False)
+    assert report.per_query[2].ranking == ("route", "email")  # the dense ranking
+    assert all(o.rewrite is None for o in report.per_query)
+    assert rewriter.calls == []
+    assert rewriter.generate_calls == 0
 
 
 def test_batch_size_does_not_change_results(dataset: RetrievalDataset) -> None:
@@ -168,12 +204,22 @@ def test_evaluate_rejects_wrong_number_of_rankings(dataset: RetrievalDataset) ->
 
 
 def test_build_pipeline_errors(catalog: ToolCatalog) -> None:
-    with pytest.raises(ValueError, match=r"Unknown method 'sparse'.*dense.*bm25.*qta"):
+    with pytest.raises(
+        ValueError, match=r"Unknown method 'sparse'.*dense.*bm25.*hybrid.*qta.*qta-paper"
+    ):
         build_pipeline("sparse", catalog)
-    with pytest.raises(ValueError, match="apply to method 'qta' only"):
-        build_pipeline("dense", catalog, embeddings=KeywordEmbeddings(), adapter="x")
-    with pytest.raises(ValueError, match="either rewriter= or adapter="):
-        build_pipeline("qta", catalog, rewriter=FakeRewriter(), adapter="x")
+    for method in ("dense", "bm25", "hybrid"):
+        with pytest.raises(ValueError, match="apply to methods 'qta' and 'qta-paper' only"):
+            build_pipeline(method, catalog, embeddings=KeywordEmbeddings(), adapter="x")
+        with pytest.raises(ValueError, match="apply to methods 'qta' and 'qta-paper' only"):
+            build_pipeline(method, catalog, embeddings=KeywordEmbeddings(), rewriter=FakeRewriter())
+    with pytest.raises(ValueError, match="examples apply to method 'qta' only, not 'qta-paper'"):
+        build_pipeline("qta-paper", catalog, rewriter=FakeRewriter(), examples=[])
+    for method in ("qta", "qta-paper"):
+        with pytest.raises(ValueError, match="either rewriter= or adapter="):
+            build_pipeline(method, catalog, rewriter=FakeRewriter(), adapter="x")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'alpha'"):
+        build_pipeline("qta", catalog, embeddings=KeywordEmbeddings(), alpha=0.5)
 
 
 # -- reports ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from langchain_core.language_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
 from qta_integrations import QTAPipeline, QTARetriever
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 REWRITES = {
@@ -25,6 +27,9 @@ EXPECTED = {
 }
 
 NAMES = {"weather": "get_weather", "stock_quote": "get_stock_quote", "email": "send_email"}
+
+REWRITING = RetrievalSettings(fusion=FusionWeights.paper())
+"""Settings whose fusion weighs the rewrite (the paper's): the rewriter runs on every query."""
 
 
 class CountingRewriter(FakeRewriter):
@@ -66,7 +71,13 @@ def rewriter() -> CountingRewriter:
 def retriever(
     tool_dicts: list[dict[str, str]], rewriter: CountingRewriter
 ) -> Iterator[QTARetriever]:
-    built = QTARetriever(tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2)
+    built = QTARetriever(
+        tools=tool_dicts,
+        embeddings=KeywordEmbeddings(),
+        rewriter=rewriter,
+        k=2,
+        settings=REWRITING,
+    )
     try:
         yield built
     finally:
@@ -177,6 +188,7 @@ def test_history_kwarg_reaches_the_rewriter(tool_dicts: list[dict[str, str]]) ->
         embeddings=KeywordEmbeddings(),
         rewriter=RunnableLambda(rewrite),
         k=1,
+        settings=REWRITING,
     )
     try:
         docs = retriever.invoke("and tomorrow?", history=["weather in Paris today?"])
@@ -188,11 +200,30 @@ def test_history_kwarg_reaches_the_rewriter(tool_dicts: list[dict[str, str]]) ->
 
 def test_chat_model_rewriter(tool_dicts: list[dict[str, str]]) -> None:
     model = FakeListChatModel(responses=["Latest price of a stock ticker symbol."])
-    retriever = QTARetriever(tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=model)
+    retriever = QTARetriever(
+        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=model, settings=REWRITING
+    )
     try:
         docs = retriever.invoke("how much is AAPL", k=1)
         assert docs[0].id == "stock_quote"
         assert docs[0].metadata["rewritten_query"] == "Latest price of a stock ticker symbol."
+    finally:
+        _close(retriever)
+
+
+def test_the_default_fusion_never_calls_the_rewriter(
+    tool_dicts: list[dict[str, str]], rewriter: CountingRewriter
+) -> None:
+    retriever = QTARetriever(
+        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2
+    )
+    try:
+        assert retriever.core.fusion == FusionWeights()
+        docs = retriever.invoke("how much is AAPL")
+        assert docs[0].metadata["rewritten_query"] is None
+        retriever.batch(list(REWRITES))
+        assert rewriter.generate_calls == 0
+        assert rewriter.calls == []
     finally:
         _close(retriever)
 

@@ -10,7 +10,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from qta_integrations import QTARetriever
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.index import chroma_tool_index
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from tests.conftest import TOOLS
 
@@ -39,6 +41,8 @@ class TestQTARetrieverStandard(RetrieversIntegrationTests):
             "vectorstore": self._index.vectorstore,
             "rewriter": FakeRewriter({QUERY: "current weather forecast for a city"}),
             "k": 2,
+            # The paper's fusion weighs the rewrite, so the scripted rewriter is used.
+            "settings": RetrievalSettings(fusion=FusionWeights.paper()),
         }
 
     @property

@@ -22,6 +22,8 @@ from qta_integrations.agents import (
     conversation_query,
     create_qta_agent,
 )
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 # -- tools that really run ---------------------------------------------------------------
@@ -126,8 +128,20 @@ def scripted(*replies: AIMessage | str) -> ScriptedToolModel:
     return ScriptedToolModel(messages=iter(replies))
 
 
-def keyword_retriever(rewriter: Any = None, k: int = 2) -> QTARetriever:
-    return QTARetriever(tools=TOOLS, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=k)
+PAPER = FusionWeights.paper()
+"""The paper's fusion: the rewrite is weighed, so the rewriter runs (the default never calls it)."""
+
+
+def keyword_retriever(
+    rewriter: Any = None, k: int = 2, *, fusion: FusionWeights | None = None
+) -> QTARetriever:
+    return QTARetriever(
+        tools=TOOLS,
+        embeddings=KeywordEmbeddings(),
+        rewriter=rewriter,
+        k=k,
+        settings=RetrievalSettings(fusion=fusion or FusionWeights()),
+    )
 
 
 # -- conversation_query --------------------------------------------------------------------
@@ -234,7 +248,7 @@ def test_rewriter_sees_the_earlier_turns() -> None:
             return "Weather forecast for a city tomorrow."
         return "Something unrelated."
 
-    retriever = keyword_retriever(rewriter=RunnableRewriter(RunnableLambda(chat)))
+    retriever = keyword_retriever(rewriter=RunnableRewriter(RunnableLambda(chat)), fusion=PAPER)
     # context_turns=0: only the rewriter can resolve the follow-up.
     selector = QTAToolSelector(retriever, context_turns=0, k=1)
     assert selector.select(
@@ -338,7 +352,7 @@ async def test_agent_loop_async_uses_the_async_pipeline(monkeypatch: pytest.Monk
     rewriter = FakeRewriter(
         {"Need to mail Bob the notes.": "Send an email message to a recipient."}
     )
-    retriever = keyword_retriever(rewriter=rewriter, k=1)
+    retriever = keyword_retriever(rewriter=rewriter, k=1, fusion=PAPER)
 
     def no_sync(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the async graph must not call the sync pipeline")

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 from qta_integrations import QTARetriever
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 
 def test_rewrite_changes_ranking(tool_dicts: list[dict[str, str]]) -> None:
     rewriter = FakeRewriter({"will I need an umbrella?": "current weather forecast for a city"})
     retriever = QTARetriever(
-        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2, alpha=0.7
+        tools=tool_dicts,
+        embeddings=KeywordEmbeddings(),
+        rewriter=rewriter,
+        k=2,
+        settings=RetrievalSettings(fusion=FusionWeights.paper(0.7)),
     )
     docs = retriever.invoke("will I need an umbrella?")
     assert docs[0].id == "weather"
