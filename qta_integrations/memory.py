@@ -15,7 +15,7 @@ and it is persisted with the retriever (`QTAPipeline.state_dict`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qta_integrations.index import IndexEntry
@@ -29,11 +29,11 @@ class MemoryExample:
 
     query: str
     tool_ids: tuple[str, ...]
+    entry: IndexEntry = field(init=False, repr=False, compare=False)
+    """The index entry that stores this example."""
 
-    @property
-    def entry(self) -> IndexEntry:
-        """The index entry that stores this example."""
-        return IndexEntry.for_example(self.query, self.tool_ids)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entry", IndexEntry.for_example(self.query, self.tool_ids))
 
     @property
     def entry_id(self) -> str:
@@ -83,6 +83,10 @@ class ExampleMemory(Sequence[MemoryExample]):
     def clear(self) -> None:
         """Forget every example."""
         self._examples.clear()
+
+    def entry_ids(self) -> set[str]:
+        """The index entry ids of all examples."""
+        return set(self._examples)
 
     def entries(self) -> list[IndexEntry]:
         """The index entries of all examples."""

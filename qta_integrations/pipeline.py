@@ -459,7 +459,7 @@ class QTAPipeline:
     def _known_entries(self, hits: Sequence[IndexHit]) -> list[IndexHit]:
         # Examples in the store that this pipeline's memory does not hold (left by another
         # retriever on the same store) are ignored, and removed at the next sync of examples.
-        known = {e.entry_id for e in self.memory} if any(h.kind != "tool" for h in hits) else set()
+        known = self.memory.entry_ids() if any(h.kind != "tool" for h in hits) else set()
         return [h for h in hits if h.kind == "tool" or h.entry_id in known]
 
     def _dense_hits(self, queries: Sequence[str], k: int) -> list[list[ToolHit]]:

@@ -689,7 +689,8 @@ def resolve_rewriter(rewriter: Any) -> QueryRewriter | None:
     """Turn what a user passes as ``rewriter=`` into a `QueryRewriter` (or None for no rewrite).
 
     Accepts ``"default"`` (SmolLM2-135M-Instruct), a path to a model or trained adapter
-    directory, a `QueryRewriter`, a LangChain Runnable / chat model, or None.
+    directory (a retrieval-only adapter, written without DPO, gives the default rewriter: it
+    never changed it), a `QueryRewriter`, a LangChain Runnable / chat model, or None.
 
     Raises:
         TypeError: for anything else, naming the type received.
@@ -699,6 +700,13 @@ def resolve_rewriter(rewriter: Any) -> QueryRewriter | None:
     if isinstance(rewriter, str) and rewriter == "default":
         return HuggingFaceRewriter.default()
     if isinstance(rewriter, (str, Path)):
+        from qta_integrations.adapter import is_adapter_dir, read_adapter
+
+        if is_adapter_dir(rewriter):
+            manifest = read_adapter(rewriter, verify=False).manifest
+            if manifest.base_model is None and not manifest.has_lora:
+                # Retrieval-only (written without DPO): the rewriter was never changed.
+                return HuggingFaceRewriter.default()
         return HuggingFaceRewriter.from_pretrained(rewriter)
     from langchain_core.runnables import Runnable
 

@@ -243,6 +243,9 @@ class QTATrainer:
         """DPO rounds on the rewriter, then the rewrite signal's weight (see `fit`)."""
         cfg = self.config
         self._prepare_model()
+        # The rewriter is about to change: its old name no longer describes it (save() names
+        # the adapter directory instead).
+        self.pipeline.rewriter_reference = None
         if cfg.num_few_shot:
             self._add_few_shot(data)
         requests = self._requests(data)

@@ -11,6 +11,7 @@ import pytest
 
 from qta_integrations import cli
 from qta_integrations.cli import Overrides, build_parser, main
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 UMBRELLA = "do I need an umbrella on my route?"
@@ -59,11 +60,10 @@ def test_eval_own_files(
         "dense",
         "bm25",
         "qta",
+        "qta-paper",
         "--k",
         "1",
         "2",
-        "--alpha",
-        "0.7",
         "--output",
         str(out),
         "--no-progress",
@@ -83,17 +83,25 @@ def test_eval_own_files(
         "s/query",
     ]
     rows = {line.split()[1]: line.split() for line in table[2:]}
-    assert set(rows) == {"dense", "bm25", "qta"}
+    assert set(rows) == {"dense", "bm25", "qta", "qta-paper"}
     # S@1: the two-tool query can never be sufficient at k=1. Dense also misses the umbrella
-    # query (it matches plan_route); the rewrite fixes it.
+    # query (it matches plan_route); the rewrite (qta-paper) fixes it. qta without labels is
+    # the dense ranking and never calls the rewriter.
     assert rows["dense"][3] == "33.33"
-    assert rows["qta"][3] == "66.67"
+    assert rows["qta"][3] == "33.33"
+    assert rows["qta-paper"][3] == "66.67"
     saved = json.loads(out.read_text())
     assert saved["command"] == ["qta", *argv]
     reports = {r["method"]: r for r in saved["reports"]}
-    assert reports["qta"]["per_query"][2]["rewrite"] == "current weather forecast for a city"
-    assert reports["qta"]["per_query"][2]["ranking"][0] == "weather"
-    assert reports["qta"]["info"]["alpha"] == 0.7
+    paper = reports["qta-paper"]
+    assert paper["per_query"][2]["rewrite"] == "current weather forecast for a city"
+    assert paper["per_query"][2]["ranking"][0] == "weather"
+    assert paper["info"]["settings"]["fusion"] == FusionWeights.paper().to_dict()
+    assert reports["qta"]["info"]["settings"]["fusion"] == FusionWeights().to_dict()
+    assert reports["qta"]["info"]["examples"] == 0
+    assert all(o["rewrite"] is None for o in reports["qta"]["per_query"])
+    assert reports["qta"]["per_query"][2]["ranking"] == reports["dense"]["per_query"][2]["ranking"]
+    assert sorted(fakes.rewriter.calls) == sorted(o["query"] for o in paper["per_query"])
     assert reports["dense"]["per_query"][2]["ranking"][0] == "route"
     assert reports["bm25"]["per_query"][0]["ranking"][0] == "translate"
     assert reports["bm25"]["per_query"][0]["metrics"]["S@1"] == 1.0
@@ -131,11 +139,27 @@ def test_eval_mtrb_prints_the_paper_rows(
         (["eval", "--dataset", "mtrb-restbench", "--tools", "t.json"], "not both"),
         (
             ["eval", "--dataset", "mtrb-restbench", "--method", "dense", "sparse"],
-            "Unknown method(s) ['sparse']; choose from: dense, bm25, qta",
+            "Unknown method(s) ['sparse']; choose from: dense, bm25, hybrid, qta, qta-paper.",
         ),
         (
             ["eval", "--dataset", "mtrb-restbench", "--method", "dense", "--adapter", "x"],
-            "--adapter only applies to --method qta",
+            "--adapter only applies to --method qta or qta-paper",
+        ),
+        (
+            ["eval", "--dataset", "mtrb-restbench", "--method", "hybrid", "--adapter", "x"],
+            "--adapter only applies to --method qta or qta-paper",
+        ),
+        (
+            [
+                "eval",
+                "--dataset",
+                "mtrb-restbench",
+                "--method",
+                "qta-paper",
+                "--adapter",
+                "/no/such/dir",
+            ],
+            "No adapter directory at '/no/such/dir'",
         ),
         (
             ["eval", "--dataset", "mtrb-restbench", "--method", "qta", "--adapter", "/no/such/dir"],
@@ -160,6 +184,14 @@ def test_eval_bad_input(
     err = capsys.readouterr().err
     assert err.startswith("qta: error: ")
     assert message in err
+
+
+def test_eval_has_no_alpha_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    # The paper's weighting is the qta-paper method now; --alpha is not accepted.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--dataset", "mtrb-restbench", "--method", "qta", "--alpha", "0.7"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --alpha 0.7" in capsys.readouterr().err
 
 
 def test_eval_missing_files(
@@ -187,31 +219,23 @@ def test_eval_missing_mtrb_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_demo(fakes: Overrides, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(cli.DEMO_TOOLS) == 15
-    fakes.rewriter = FakeRewriter(
-        {"umbrella for Lisbon?": "current weather and forecast for a city"}
-    )
-    assert (
-        main(
-            [
-                "demo",
-                "--query",
-                "umbrella for Lisbon?",
-                "--query",
-                "translate into French",
-                "--k",
-                "2",
-            ],
-            overrides=fakes,
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    assert (
-        "Query:   umbrella for Lisbon?\n"
-        "Rewrite: current weather and forecast for a city\n"
-        "  1. weather" in out
-    )
-    assert "Rewrite: (none: the original query is used)\n  1. translate" in out
+    assert len(cli.DEMO_EXAMPLES) == 4
+    rewriter = FakeRewriter({"umbrella for Lisbon?": "current weather and forecast for a city"})
+    fakes.rewriter = rewriter
+    argv = ["demo", "--query", "umbrella for Lisbon?", "--query", "translate into French"]
+    assert main([*argv, "--k", "2"], overrides=fakes) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "Learning from 4 labelled queries" in captured.err
+    # With keyword embeddings each labelled tool has only its own example, so leave-one-out
+    # finds nothing better than the default: dense only, and the rewriter never runs.
+    assert out.startswith("Fused weights: dense=1 (4 labelled queries in memory)\n")
+    assert out.count("Query:   ") == 2
+    assert "Query:   umbrella for Lisbon?\n  1. " in out
+    assert "Query:   translate into French\n  1. translate" in out
+    assert "Rewrite:" not in out
+    assert rewriter.calls == []
+    assert "  2. " in out
     assert "  3. " not in out
 
 

@@ -19,7 +19,9 @@ from llama_index.core.tools import FunctionTool
 
 from qta_integrations import QTALlamaIndexRetriever, QTARetriever, QTAToolRetriever
 from qta_integrations.embeddings import to_llama_index_embeddings
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.persist import CONFIG_NAME as CONFIG_FILE
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings, tiny_hf_rewriter
 from tests.conftest import CountingEmbeddings
 
@@ -28,6 +30,8 @@ REWRITES = {
     UMBRELLA: "current weather forecast for a city",
     "how much is AAPL": "latest price of a stock ticker symbol",
 }
+REWRITING = RetrievalSettings(fusion=FusionWeights.paper())
+"""The paper's fusion: the rewrite is weighed, so the rewriter runs (the default never calls it)."""
 
 
 def get_weather(city: str) -> str:
@@ -59,7 +63,11 @@ def function_tools() -> list[FunctionTool]:
 @pytest.fixture
 def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTALlamaIndexRetriever]:
     built = QTALlamaIndexRetriever.from_defaults(
-        tool_dicts, embed_model=KeywordEmbeddings(), rewriter=FakeRewriter(REWRITES), k=2
+        tool_dicts,
+        embed_model=KeywordEmbeddings(),
+        rewriter=FakeRewriter(REWRITES),
+        k=2,
+        settings=REWRITING,
     )
     try:
         yield built
@@ -70,7 +78,11 @@ def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTALlamaIndexRetriev
 @pytest.fixture
 def tool_retriever(function_tools: list[FunctionTool]) -> Iterator[QTAToolRetriever]:
     built = QTAToolRetriever.from_defaults(
-        function_tools, embed_model=KeywordEmbeddings(), rewriter=FakeRewriter(REWRITES), k=1
+        function_tools,
+        embed_model=KeywordEmbeddings(),
+        rewriter=FakeRewriter(REWRITES),
+        k=1,
+        settings=REWRITING,
     )
     try:
         yield built
@@ -107,6 +119,23 @@ def test_retrieve_returns_one_node_per_tool(
     assert retriever.retrieve(QueryBundle(UMBRELLA)) == nodes
 
 
+def test_from_defaults_without_settings_is_dense_and_never_rewrites(
+    tool_dicts: list[dict[str, str]],
+) -> None:
+    rewriter = FakeRewriter(REWRITES)
+    retriever = QTALlamaIndexRetriever.from_defaults(
+        tool_dicts, embed_model=KeywordEmbeddings(), rewriter=rewriter, k=2
+    )
+    try:
+        assert retriever.pipeline.settings == RetrievalSettings(k=2)
+        nodes = retriever.retrieve(UMBRELLA)
+        assert _ids(nodes)[0] != "weather"  # the plain query misses it without the rewrite
+        assert nodes[0].node.metadata["rewritten_query"] is None
+        assert rewriter.calls == []
+    finally:
+        _close(retriever)
+
+
 async def test_aretrieve_equals_retrieve(retriever: QTALlamaIndexRetriever) -> None:
     for query in [*REWRITES, "send an email"]:
         nodes = await retriever.aretrieve(query)
@@ -128,7 +157,10 @@ async def test_aretrieve_uses_the_async_path(tool_dicts: list[dict[str, str]]) -
         return AIMessage("current weather forecast for a city")
 
     retriever = QTALlamaIndexRetriever.from_defaults(
-        tool_dicts, embed_model=KeywordEmbeddings(), rewriter=RunnableLambda(sync, afunc=async_)
+        tool_dicts,
+        embed_model=KeywordEmbeddings(),
+        rewriter=RunnableLambda(sync, afunc=async_),
+        settings=REWRITING,
     )
     try:
         nodes = await retriever.aretrieve(UMBRELLA)
@@ -156,7 +188,7 @@ def test_from_defaults_with_a_llama_index_embedding_model(
 ) -> None:
     embed_model = to_llama_index_embeddings(KeywordEmbeddings())
     retriever = QTALlamaIndexRetriever.from_defaults(
-        tool_dicts, embed_model=embed_model, rewriter=FakeRewriter(REWRITES), k=1
+        tool_dicts, embed_model=embed_model, rewriter=FakeRewriter(REWRITES), k=1, settings=REWRITING
     )
     try:
         assert _ids(retriever.retrieve("how much is AAPL")) == ["stock_quote"]
@@ -168,7 +200,7 @@ def test_from_defaults_with_a_vector_store_index(tool_dicts: list[dict[str, str]
     embed_model = to_llama_index_embeddings(KeywordEmbeddings())
     index = VectorStoreIndex(nodes=[], embed_model=embed_model)
     retriever = QTALlamaIndexRetriever.from_defaults(
-        tool_dicts, index=index, rewriter=FakeRewriter(REWRITES), k=2
+        tool_dicts, index=index, rewriter=FakeRewriter(REWRITES), k=2, settings=REWRITING
     )
     assert sorted(index.index_struct.nodes_dict) == sorted(t["id"] for t in tool_dicts)
     assert _ids(retriever.retrieve(UMBRELLA))[0] == "weather"
@@ -180,7 +212,11 @@ def test_from_defaults_with_a_vector_store_index(tool_dicts: list[dict[str, str]
 
 def test_shares_the_langchain_retrievers_pipeline(tool_dicts: list[dict[str, str]]) -> None:
     lc = QTARetriever(
-        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=FakeRewriter(REWRITES), k=2
+        tools=tool_dicts,
+        embeddings=KeywordEmbeddings(),
+        rewriter=FakeRewriter(REWRITES),
+        k=2,
+        settings=REWRITING,
     )
     try:
         li = lc.as_llama_index_retriever()
@@ -414,7 +450,11 @@ def test_as_tool_retriever_from_the_langchain_retriever(
     function_tools: list[FunctionTool],
 ) -> None:
     lc = QTARetriever(
-        tools=function_tools, embeddings=KeywordEmbeddings(), rewriter=FakeRewriter(REWRITES), k=1
+        tools=function_tools,
+        embeddings=KeywordEmbeddings(),
+        rewriter=FakeRewriter(REWRITES),
+        k=1,
+        settings=REWRITING,
     )
     try:
         tool_retriever = lc.as_tool_retriever()

@@ -11,6 +11,8 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 
 from qta_integrations import QTARetriever
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 EXECUTED: list[tuple[str, dict[str, Any]]] = []
@@ -70,7 +72,14 @@ class ScriptedLLM:
 
 def _tool_retriever(rewrites: dict[str, str], k: int = 2) -> tuple[Any, FakeRewriter]:
     rewriter = FakeRewriter(rewrites)
-    retriever = QTARetriever(tools=TOOLS, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=k)
+    retriever = QTARetriever(
+        tools=TOOLS,
+        embeddings=KeywordEmbeddings(),
+        rewriter=rewriter,
+        k=k,
+        # The paper's fusion weighs the rewrite, so the rewriter runs on every query.
+        settings=RetrievalSettings(fusion=FusionWeights.paper()),
+    )
     return retriever.as_tool_retriever(), rewriter
 
 
