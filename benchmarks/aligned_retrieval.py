@@ -10,7 +10,7 @@ not apply there, so the retriever falls back to what the labels can say about th
 
 Command (from the repository root)::
 
-    QTA_MTRB_DIR=../shared/data/mtrb python benchmarks/aligned_retrieval.py \
+    QTA_MTRB_DIR=path/to/mtrb python benchmarks/aligned_retrieval.py \
         --output benchmarks/results/aligned_retrieval.json
 
 Nothing is sampled, so one run is the result (no seeds).

@@ -6,10 +6,9 @@ scored on the frozen retriever's exact ranking of the whole catalogue:
 
 - ``query``: the original query only (zero-shot dense);
 - ``rewrite``: the rewrite only;
-- ``score a=X``: ``(1 - X) * s(q, t) + X * s(rewrite, t)`` (the pipeline's ``fusion="score"``);
+- ``score a=X``: ``(1 - X) * s(q, t) + X * s(rewrite, t)`` (``FusionWeights.paper(X)``);
 - ``concat``: the query and the rewrite embedded together as one text (not a pipeline
-  option: measured here because ``shared/notes/rewriter-baseline.md`` found it best with
-  another prompt);
+  option: measured here because an earlier prompt layout did best with it);
 - ``score a=X +N sampled``: as ``score``, averaging ``s(r_i, t)`` over the greedy rewrite and
   ``N`` sampled ones (``--samples N --sample-temperature T``).
 
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subsets", nargs="+", default=["restbench"])
     parser.add_argument("--adapters", nargs="+", default=["untrained"])
     parser.add_argument(
-        "--data-dir", default=os.environ.get("QTA_MTRB_DIR", str(ROOT.parent / "shared/data/mtrb"))
+        "--data-dir", default=os.environ.get("QTA_MTRB_DIR")
     )
     parser.add_argument("--name", default="fusion_modes")
     parser.add_argument("--samples", type=int, default=0, help="sampled rewrites per query")

@@ -9,7 +9,7 @@ cache is cleared before every timed call of the paper mode, so the rewrite reall
 
 Command (from the repository root; ``make bench`` runs it with the defaults)::
 
-    QTA_MTRB_DIR=../shared/data/mtrb python benchmarks/latency.py \
+    QTA_MTRB_DIR=path/to/mtrb python benchmarks/latency.py \
         --subset toolbench --queries 90 --output benchmarks/results/latency.json
 
 Add ``--paper 10`` to also time 10 queries with the paper's configuration (a rewrite each).

@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-examples", nargs="+", type=int, default=[10])
     parser.add_argument("--baselines", action="store_true", help="also dense and untrained QTA")
     parser.add_argument(
-        "--data-dir", default=os.environ.get("QTA_MTRB_DIR", ROOT.parent / "shared/data/mtrb")
+        "--data-dir", default=os.environ.get("QTA_MTRB_DIR")
     )
     parser.add_argument("--name", default="run", help="results file: benchmarks/results/NAME.json")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -529,7 +529,6 @@ class VectorStoreToolIndex(ToolIndex):
         self.collection_name = collection_name
         self.persist_directory = Path(persist_directory) if persist_directory is not None else None
         self.lock_timeout = lock_timeout
-        self._file_lock: Any = None
         if self.persist_directory is not None:
             self.persist_directory.mkdir(parents=True, exist_ok=True)
             if record_manager is None:
@@ -561,13 +560,7 @@ class VectorStoreToolIndex(ToolIndex):
         """The inter-process lock of an on-disk store (a no-op otherwise)."""
         if self.persist_directory is None:
             return contextlib.nullcontext()
-        if self._file_lock is None:
-            from filelock import FileLock
-
-            # One lock object per file in a process, so that the lock is re-entrant across
-            # indexes over the same directory (flock would otherwise block on itself).
-            self._file_lock = FileLock(self.persist_directory / LOCK_FILE, is_singleton=True)
-        return _timed_lock(self._file_lock, self.persist_directory, self.lock_timeout)
+        return _directory_lock(self.persist_directory, self.lock_timeout)
 
     def close(self) -> None:
         """Delete the in-memory Chroma collection this index created (no-op otherwise)."""
@@ -699,9 +692,14 @@ class VectorStoreToolIndex(ToolIndex):
 
 
 @contextlib.contextmanager
-def _timed_lock(lock: Any, directory: Path, timeout: float) -> Iterator[None]:
-    from filelock import Timeout
+def _directory_lock(directory: Path, timeout: float) -> Iterator[None]:
+    """The inter-process write lock of an on-disk Chroma directory, re-entrant in a process."""
+    from filelock import FileLock, Timeout
 
+    directory.mkdir(parents=True, exist_ok=True)
+    # One lock object per file in a process (is_singleton), so the lock is re-entrant across
+    # indexes over the same directory instead of blocking on itself.
+    lock = FileLock(directory / LOCK_FILE, is_singleton=True)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
@@ -833,26 +831,31 @@ def chroma_tool_index(
         persist_directory = check_storage_directory("persist_directory", persist_directory)
     scratch = None
     settings = Settings(anonymized_telemetry=False)
-    if client is None and persist_directory is None:
+    opening: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if persist_directory is not None:
+        # Opening a directory creates its database and collection: one process at a time.
+        opening = _directory_lock(Path(persist_directory), lock_timeout)
+    with opening:
+        if client is None and persist_directory is None:
+            if collection_name is None:
+                scratch = tempfile.mkdtemp(prefix="qta_chroma_")
+                client = chromadb.PersistentClient(path=scratch, settings=settings)
+            else:
+                client = chromadb.EphemeralClient(settings=settings)
+        elif client is None:
+            client = chromadb.PersistentClient(path=str(persist_directory), settings=settings)
         if collection_name is None:
-            scratch = tempfile.mkdtemp(prefix="qta_chroma_")
-            client = chromadb.PersistentClient(path=scratch, settings=settings)
-        else:
-            client = chromadb.EphemeralClient(settings=settings)
-    elif client is None:
-        client = chromadb.PersistentClient(path=str(persist_directory), settings=settings)
-    if collection_name is None:
-        collection_name = (
-            f"{DEFAULT_COLLECTION_NAME}_{uuid.uuid4().hex[:12]}"
-            if scratch is not None
-            else DEFAULT_COLLECTION_NAME
+            collection_name = (
+                f"{DEFAULT_COLLECTION_NAME}_{uuid.uuid4().hex[:12]}"
+                if scratch is not None
+                else DEFAULT_COLLECTION_NAME
+            )
+        store = Chroma(
+            collection_name=collection_name,
+            embedding_function=embeddings,
+            client=client,
+            collection_metadata={"hnsw:space": "cosine"},
         )
-    store = Chroma(
-        collection_name=collection_name,
-        embedding_function=embeddings,
-        client=client,
-        collection_metadata={"hnsw:space": "cosine"},
-    )
     index = VectorStoreToolIndex(
         store,
         distance_to_similarity=_cosine_from_distance,

@@ -5,7 +5,7 @@ Example:
 
         from qta_integrations.evaluation import build_pipeline, evaluate, format_reports, load_mtrb
 
-        data = load_mtrb("restbench", data_dir="../shared/data/mtrb")
+        data = load_mtrb("restbench", data_dir="path/to/mtrb")
         report = evaluate(build_pipeline("dense", data.catalog), data, method="dense")
         print(format_reports([report]))
 

@@ -407,7 +407,7 @@ def load_mtrb(
 
             from qta_integrations.evaluation import load_mtrb
 
-            data = load_mtrb("restbench", data_dir="../shared/data/mtrb")
+            data = load_mtrb("restbench", data_dir="path/to/mtrb")
             print(data)  # RetrievalDataset('mtrb-restbench', 54 tools, 90 queries)
             print(data.queries[0].tool_ids)  # ('GET /search/movie', 'GET /movie/{movie_id}')
     """

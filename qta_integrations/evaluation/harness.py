@@ -246,7 +246,7 @@ def evaluate(
 
             from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb
 
-            data = load_mtrb("restbench", data_dir="../shared/data/mtrb")
+            data = load_mtrb("restbench", data_dir="path/to/mtrb")
             report = evaluate(build_pipeline("dense", data.catalog), data, method="dense")
             print(round(report.metrics["S@5"], 2))  # 15.56
     """

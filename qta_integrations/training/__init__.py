@@ -6,7 +6,7 @@ Example:
         from qta_integrations.training import QTATrainer, QTATrainingConfig
 
         trainer = QTATrainer(tools="tools.json", config=QTATrainingConfig(seed=0))
-        rewriter = trainer.fit("train_queries.jsonl", output_dir="qta-adapter")
+        retriever = trainer.fit("train_queries.jsonl", output_dir="qta-adapter")
 """
 
 from qta_integrations.training.config import QTATrainingConfig

@@ -89,7 +89,8 @@ class QTATrainer:
         config: Training options.
         ranking: Grades a full catalogue ranking; default `SufficiencyNDCG`.
         num_context_tools: Without ``retriever``: context tools shown to the rewriter.
-        alpha: Without ``retriever``: the fusion weight the retriever will use.
+        alpha: DPO: the weight of a candidate rewrite when it is graded fused with the query
+            (``grade_mode="fused"``); not a retrieval setting.
 
     Example:
         .. code-block:: python
@@ -225,7 +226,6 @@ class QTATrainer:
         data = load_examples(examples, self.pipeline.catalog)
         target = check_output_dir(output_dir) if output_dir is not None else None
         started = time.perf_counter()
-        _seed_everything(cfg.seed)
         self.metrics = {"num_examples": len(data), "rounds": []}
         self.pairs, self.candidates = [], []
         self.pipeline.add_examples(data, fit=False)
@@ -242,6 +242,9 @@ class QTATrainer:
     def _align_rewriter(self, data: Sequence[TrainingExample]) -> None:
         """DPO rounds on the rewriter, then the rewrite signal's weight (see `fit`)."""
         cfg = self.config
+        # Seeded here rather than in fit(): only DPO draws random numbers (the LoRA init
+        # first), and seeding imports torch, which a fit without DPO never needs.
+        _seed_everything(cfg.seed)
         self._prepare_model()
         # The rewriter is about to change: its old name no longer describes it (save() names
         # the adapter directory instead).

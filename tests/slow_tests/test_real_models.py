@@ -15,6 +15,8 @@ import pytest
 
 from qta_integrations import HuggingFaceRewriter, QTARetriever, models
 from qta_integrations.embeddings import default_embeddings
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.settings import RetrievalSettings
 from tests.conftest import TOOLS as BASE_TOOLS
 
 pytestmark = pytest.mark.slow
@@ -82,7 +84,9 @@ def test_gguf_conversion_gives_a_loadable_unquantized_model(converted_in_tmp: Pa
 @pytest.fixture(scope="module")
 def retriever(rewriter_path: Path) -> Iterator[QTARetriever]:
     rewriter = HuggingFaceRewriter.from_pretrained(rewriter_path)
-    built = QTARetriever(tools=TOOLS, rewriter=rewriter, k=3)
+    # The paper's fusion (0.5 query + 0.5 rewrite, raw cosine): the rewriter runs on every query.
+    settings = RetrievalSettings(fusion=FusionWeights.paper())
+    built = QTARetriever(tools=TOOLS, rewriter=rewriter, k=3, settings=settings)
     try:
         yield built
     finally:
@@ -104,6 +108,46 @@ def test_real_retriever_finds_the_obvious_tools(retriever: QTARetriever) -> None
         assert docs[0].id == expected
         rewrite = docs[0].metadata["rewritten_query"]
         assert isinstance(rewrite, str) and rewrite.strip()
+        assert set(docs[0].metadata["signals"]) == {"dense", "rewrite"}
     # The rewrites are cached, so a single query now costs no generation and agrees.
     first = next(iter(QUERIES))
     assert [d.id for d in retriever.invoke(first)] == [d.id for d in results[0]]
+
+
+def test_real_retriever_learns_from_a_few_labelled_queries_without_a_rewriter() -> None:
+    retriever = QTARetriever(tools=TOOLS, rewriter=None, k=3)
+    try:
+        paraphrase = "How do I get to the airport by car?"
+        # Measured with MiniLM: the word "airport" pulls the flight search above the route
+        # planner, so plain dense retrieval gets this query wrong.
+        assert [d.id for d in retriever.invoke(paraphrase)][:2] == ["flights", "route"]
+        assert retriever.core.fusion.dense_only
+
+        retriever.add_examples(
+            [
+                {"query": "Driving directions to the airport from my hotel", "tools": ["route"]},
+                {"query": "Fastest way to drive to JFK airport", "tools": ["route"]},
+                {
+                    "query": "How long is the car ride from the airport to downtown?",
+                    "tools": ["route"],
+                },
+                {"query": "Cheapest flight to Rome next Friday", "tools": ["flights"]},
+            ]
+        )
+        fit = retriever.core.last_fit
+        assert fit is not None and fit.num_examples == 4
+        assert fit.score > fit.default_score  # better than dense on the held-out examples
+        assert not retriever.core.fusion.dense_only
+        assert not retriever.core.fusion.uses_rewrite
+
+        docs = retriever.invoke(paraphrase)
+        assert docs[0].id == "route"
+        assert docs[0].metadata["rewritten_query"] is None  # no rewriter, never a rewrite
+        assert set(docs[0].metadata["signals"]) == set(retriever.core.fusion.active())
+        # Queries unlike the examples keep their tool.
+        assert retriever.invoke("Book me on a plane to Chicago Friday")[0].id == "flights"
+        for query, expected in QUERIES.items():
+            assert retriever.invoke(query)[0].id == expected
+        assert retriever.core.rewriter is None
+    finally:
+        retriever.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from qta_integrations.rewriter import HuggingFaceRewriter
 @pytest.mark.slow
 def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: Path) -> None:
     from qta_integrations import QTARetriever
-    from qta_integrations.evaluation import load_mtrb
+    from qta_integrations.evaluation import build_pipeline, load_mtrb
     from qta_integrations.training import QTATrainer, QTATrainingConfig
 
     train = load_mtrb("restbench", "train", mtrb_dir)
@@ -25,19 +27,89 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     trainer = QTATrainer(retriever, config=config)
     examples = list(train.queries)[:2]
     out = tmp_path / "adapter"
-    rewriter = trainer.fit(examples, output_dir=out)
+    assert trainer.fit(examples, output_dir=out) is retriever
 
+    # Memory and fusion first, then DPO on the rewriter the retriever uses.
+    assert [e.query for e in retriever.core.memory] == [e.query for e in examples]
+    assert trainer.metrics["fusion"]["num_examples"] == 2
+    rewriter = retriever.core.rewriter
+    assert isinstance(rewriter, HuggingFaceRewriter)
+    assert rewriter is trainer.rewriter
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["base_model"]["kind"] == "default"
-    assert (out / "adapter_model.safetensors").exists()
+    assert (out / "adapter_model.safetensors").exists()  # LoRA weights: there were pairs
     assert sum(r["pairs"] for r in manifest["metrics"]["rounds"]) >= 1
-    assert retriever.core.rewriter is rewriter
+    assert len(trainer.pairs) >= 1
+    assert manifest["retrieval"] == retriever.core.state_dict()
 
     loaded = HuggingFaceRewriter.from_pretrained(out)
     prompts = [trainer.pairs[0].prompt]  # the exact inference prompt of a training query
     assert rewriter.generate_from_prompts(prompts, max_new_tokens=12) == (
         loaded.generate_from_prompts(prompts, max_new_tokens=12)
     )
+
+    # The adapter directory restores the examples and the fitted weights.
     reloaded = QTARetriever(tools=train.catalog, k=5, rewriter=str(out))
+    assert reloaded.core.fusion == retriever.core.fusion
+    assert [e.query for e in reloaded.core.memory] == [e.query for e in examples]
     docs = reloaded.invoke(examples[0].query)
     assert len(docs) == 5
+    assert [d.id for d in docs] == [d.id for d in retriever.invoke(examples[0].query)]
+
+    # qta-paper retrieves with the DPO-aligned rewriter of the adapter.
+    paper = build_pipeline("qta-paper", train.catalog, adapter=out)
+    result = paper.retrieve(examples[1].query, k=5)
+    assert len(result.tools) == 5
+    assert len(result.rewrites) == 1 and result.rewrites[0].strip()
+    assert set(result.tools[0].signals) == {"dense", "rewrite"}
+
+
+@pytest.mark.slow
+def test_fit_without_dpo_on_the_restbench_train_split_beats_dense(
+    mtrb_dir: Path, tmp_path: Path
+) -> None:
+    from qta_integrations.evaluation import build_pipeline, evaluate, load_mtrb
+    from qta_integrations.training import QTATrainer, QTATrainingConfig
+
+    train = load_mtrb("restbench", "train", mtrb_dir)
+    test = load_mtrb("restbench", "test", mtrb_dir)
+    assert [t.id for t in train.catalog] == [t.id for t in test.catalog]
+    assert not {q.query for q in train.queries} & {q.query for q in test.queries}
+
+    dense = evaluate(
+        build_pipeline("dense", test.catalog), test, method="dense", show_progress=False
+    )
+    assert dense.metrics["S@5"] == pytest.approx(100 * 14 / 90)
+
+    pipeline = build_pipeline("qta", test.catalog)
+    trainer = QTATrainer(pipeline, config=QTATrainingConfig(dpo=False, show_progress=False))
+    out = tmp_path / "adapter"
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DPO, so no pairs and no warning about them
+        assert trainer.fit(train.queries, output_dir=out) is pipeline
+    assert time.perf_counter() - started < 30  # seconds (measured: about 2 s), not minutes
+    assert len(pipeline.memory) == 10
+    assert not pipeline.fusion.uses_rewrite
+    assert not pipeline.fusion.dense_only
+    assert pipeline._rewriter is None  # the default rewriter was never loaded
+
+    # A retrieval-only adapter: the manifest, no LoRA weights.
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["base_model"] is None
+    assert not (out / "adapter_model.safetensors").exists()
+    assert manifest["retrieval"]["settings"]["fusion"] == pipeline.fusion.to_dict()
+
+    # The test queries were never fitted on: the comparison with dense is held out.
+    fitted = evaluate(pipeline, test, method="qta", show_progress=False)
+    # Measured: S@5 41.11 and S@10 75.56 against dense 15.56 and 34.44.
+    assert fitted.metrics["S@5"] > dense.metrics["S@5"] + 10
+    assert fitted.metrics["S@10"] > dense.metrics["S@10"]
+    assert all(outcome.rewrite is None for outcome in fitted.per_query)
+
+    # Loading the adapter gives the same retriever.
+    restored = build_pipeline("qta", test.catalog, adapter=out)
+    assert restored.fusion == pipeline.fusion
+    assert len(restored.memory) == 10
+    again = evaluate(restored, test, method="qta", show_progress=False)
+    assert again.metrics == fitted.metrics

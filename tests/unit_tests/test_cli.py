@@ -101,6 +101,7 @@ def test_eval_own_files(
     assert reports["qta"]["info"]["examples"] == 0
     assert all(o["rewrite"] is None for o in reports["qta"]["per_query"])
     assert reports["qta"]["per_query"][2]["ranking"] == reports["dense"]["per_query"][2]["ranking"]
+    assert isinstance(fakes.rewriter, FakeRewriter)
     assert sorted(fakes.rewriter.calls) == sorted(o["query"] for o in paper["per_query"])
     assert reports["dense"]["per_query"][2]["ranking"][0] == "route"
     assert reports["bm25"]["per_query"][0]["ranking"][0] == "translate"

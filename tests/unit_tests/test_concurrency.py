@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from qta_integrations import QTARetriever
 from qta_integrations.index import LOCK_FILE, IndexEntry, chroma_tool_index
@@ -32,8 +33,9 @@ def _catalogue(prefix: str, n: int = WRITER_TOOLS) -> list[Tool]:
     ]
 
 
-def _embeddings() -> KeywordEmbeddings:
-    return KeywordEmbeddings(size=4096)
+def _embeddings() -> DeterministicFakeEmbedding:
+    # Random vectors, one per text: Chroma's approximate (HNSW) search finds each exactly.
+    return DeterministicFakeEmbedding(size=64)
 
 
 def _write(directory: str, prefix: str, start: object, errors: object) -> None:

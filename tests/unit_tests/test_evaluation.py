@@ -154,9 +154,7 @@ def test_evaluate_qta_pipeline_uses_batched_rewrites(
         method, dataset.catalog, embeddings=KeywordEmbeddings(), rewriter=rewriter, **kwargs
     )
     assert pipeline.fusion.uses_rewrite
-    report = evaluate(
-        pipeline, dataset, ks=(1,), method=method, batch_size=16, show_progress=False
-    )
+    report = evaluate(pipeline, dataset, ks=(1,), method=method, batch_size=16, show_progress=False)
     assert report.per_query[2].ranking == ("weather",)  # "route" without the rewrite
     assert report.per_query[2].rewrite == "current weather forecast for a city"
     assert report.per_query[0].rewrite is None  # unchanged query: no rewrite used

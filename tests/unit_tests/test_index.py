@@ -21,10 +21,13 @@ from pydantic import PrivateAttr
 from qta_integrations.embeddings import to_llama_index_embeddings
 from qta_integrations.index import (
     ExactToolIndex,
+    IndexEntry,
+    IndexHit,
     LlamaIndexToolIndex,
     ToolHit,
     VectorStoreToolIndex,
     chroma_tool_index,
+    load_index,
 )
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
@@ -302,3 +305,132 @@ def test_llama_index_uses_the_node_id_when_metadata_has_no_tool_id() -> None:
     li_index = _llama_index()
     li_index.insert_nodes([TextNode(id_="raw", text="weather forecast")])
     assert LlamaIndexToolIndex(li_index).search("weather", k=1)[0].tool_id == "raw"
+
+
+# -- saving and loading ------------------------------------------------------------------------
+
+SAVE_EXAMPLE = IndexEntry.for_example("forecast for Oslo tomorrow", ["weather"])
+
+
+def _fill(index: Any, catalog: ToolCatalog) -> None:
+    index.add_tools(list(catalog))
+    index.upsert([SAVE_EXAMPLE])
+
+
+def _same_after_load(index: Any, loaded: Any, embeddings: CountingEmbeddings) -> None:
+    assert embeddings.documents_embedded == 0  # nothing embedded again
+    assert loaded.list_entries() == index.list_entries()
+    for query in [*QUERIES, "forecast for Oslo tomorrow"]:
+        # All entries: tools that tie at the cut may come back in any order.
+        assert _entry_scores(loaded.search_entries(query, k=10)) == _entry_scores(
+            index.search_entries(query, k=10)
+        )
+
+
+def _entry_scores(hits: list[IndexHit]) -> dict[str, Any]:
+    return {h.entry_id: (h.kind, h.tool_ids, pytest.approx(h.score, abs=1e-5)) for h in hits}
+
+
+def test_in_memory_chroma_is_copied_into_the_directory(
+    tmp_path: Path, catalog: ToolCatalog
+) -> None:
+    with chroma_tool_index(KeywordEmbeddings()) as index:
+        _fill(index, catalog)
+        reference = index.persist_reference(tmp_path)
+        assert reference == {
+            "format": 1,
+            "backend": "chroma",
+            "path": "chroma",
+            "collection_name": "qta_tools",
+        }
+        embeddings = CountingEmbeddings()
+        loaded = load_index(reference, tmp_path, embeddings=embeddings)
+        _same_after_load(index, loaded, embeddings)
+
+
+def test_on_disk_chroma_inside_the_directory_is_referenced(
+    tmp_path: Path, catalog: ToolCatalog
+) -> None:
+    index = chroma_tool_index(KeywordEmbeddings(), persist_directory=tmp_path / "chroma")
+    _fill(index, catalog)
+    reference = index.persist_reference(tmp_path)
+    assert reference["path"] == "chroma"
+    embeddings = CountingEmbeddings()
+    loaded = load_index(reference, tmp_path, embeddings=embeddings)
+    assert isinstance(loaded, VectorStoreToolIndex)
+    assert loaded.persist_directory == tmp_path / "chroma"
+    _same_after_load(index, loaded, embeddings)
+
+
+def test_on_disk_chroma_elsewhere_is_copied(tmp_path: Path, catalog: ToolCatalog) -> None:
+    index = chroma_tool_index(KeywordEmbeddings(), persist_directory=tmp_path / "elsewhere")
+    _fill(index, catalog)
+    reference = index.persist_reference(tmp_path / "saved")
+    assert reference["path"] == "chroma"
+    assert (tmp_path / "saved" / "chroma").is_dir()
+    embeddings = CountingEmbeddings()
+    _same_after_load(
+        index, load_index(reference, tmp_path / "saved", embeddings=embeddings), embeddings
+    )
+
+
+def test_llama_index_storage_is_saved(tmp_path: Path, catalog: ToolCatalog) -> None:
+    index = LlamaIndexToolIndex(_llama_index())
+    _fill(index, catalog)
+    reference = index.persist_reference(tmp_path)
+    assert reference == {"format": 1, "backend": "llama_index", "path": "llama_index"}
+    embeddings = CountingEmbeddings()
+    _same_after_load(index, load_index(reference, tmp_path, embeddings=embeddings), embeddings)
+
+
+def test_exact_index_is_saved(tmp_path: Path, catalog: ToolCatalog) -> None:
+    index = ExactToolIndex(KeywordEmbeddings())
+    _fill(index, catalog)
+    reference = index.persist_reference(tmp_path)
+    embeddings = CountingEmbeddings()
+    loaded = load_index(reference, tmp_path, embeddings=embeddings)
+    assert isinstance(loaded, ExactToolIndex)
+    _same_after_load(index, loaded, embeddings)
+    assert loaded.rank_all(list(QUERIES)) == index.rank_all(list(QUERIES))
+
+
+def test_a_users_own_store_must_be_passed_again(tmp_path: Path, catalog: ToolCatalog) -> None:
+    store = InMemoryVectorStore(KeywordEmbeddings())
+    index = VectorStoreToolIndex(store)
+    _fill(index, catalog)
+    reference = index.persist_reference(tmp_path)
+    assert reference == {"format": 1, "backend": "vectorstore", "type": "InMemoryVectorStore"}
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="pass the same store again as vectorstore="):
+        load_index(reference, tmp_path, embeddings=None)
+    loaded = load_index(reference, tmp_path, embeddings=None, vectorstore=store)
+    assert loaded.list_entries() == index.list_entries()
+
+    external = LlamaIndexToolIndex(_llama_index(AppendOnlyTextStore()))
+    reference = external.persist_reference(tmp_path)
+    assert reference["backend"] == "llama_index_external"
+    with pytest.raises(ValueError, match="pass it again as llama_index="):
+        load_index(reference, tmp_path, embeddings=None)
+    assert isinstance(
+        load_index(reference, tmp_path, embeddings=None, llama_index=external.index),
+        LlamaIndexToolIndex,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reference", "match"),
+    [
+        ({"format": 99, "backend": "chroma"}, "Unknown index reference format 99"),
+        ({"format": 1, "backend": "faiss"}, "Unknown index backend 'faiss'"),
+    ],
+)
+def test_bad_references_are_refused(tmp_path: Path, reference: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_index(reference, tmp_path, embeddings=None)
+
+
+def test_an_index_that_cannot_be_saved_says_so(tmp_path: Path) -> None:
+    from qta_integrations.evaluation import BM25ToolIndex
+
+    with pytest.raises(TypeError, match="BM25ToolIndex cannot be saved"):
+        BM25ToolIndex().persist_reference(tmp_path)

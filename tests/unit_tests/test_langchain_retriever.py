@@ -228,6 +228,24 @@ def test_the_default_fusion_never_calls_the_rewriter(
         _close(retriever)
 
 
+def test_settings_k_is_the_default_unless_k_is_given(tool_dicts: list[dict[str, str]]) -> None:
+    settings = RetrievalSettings(k=2, fetch_k=3)  # valid: fetch_k >= k
+    retriever = QTARetriever(
+        tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=None, settings=settings
+    )
+    try:
+        assert retriever.k == retriever.core.k == 2
+        assert retriever.core.settings == settings
+        assert len(retriever.invoke("latest stock ticker price")) == 2
+        explicit = QTARetriever(
+            tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=None, settings=settings, k=3
+        )
+        assert explicit.k == explicit.core.k == 3
+        _close(explicit)
+    finally:
+        _close(retriever)
+
+
 def test_no_rewriter_is_dense_retrieval(tool_dicts: list[dict[str, str]]) -> None:
     retriever = QTARetriever(tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=None, k=3)
     try:

@@ -188,7 +188,11 @@ def test_from_defaults_with_a_llama_index_embedding_model(
 ) -> None:
     embed_model = to_llama_index_embeddings(KeywordEmbeddings())
     retriever = QTALlamaIndexRetriever.from_defaults(
-        tool_dicts, embed_model=embed_model, rewriter=FakeRewriter(REWRITES), k=1, settings=REWRITING
+        tool_dicts,
+        embed_model=embed_model,
+        rewriter=FakeRewriter(REWRITES),
+        k=1,
+        settings=REWRITING,
     )
     try:
         assert _ids(retriever.retrieve("how much is AAPL")) == ["stock_quote"]

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,10 +8,13 @@ from typing import Any
 import pytest
 
 from qta_integrations.adapter import MANIFEST_NAME
+from qta_integrations.fusion import FusionWeights
+from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import RewritePrompt
 from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings, tiny_hf_rewriter
-from qta_integrations.training import NoPreferencePairsError, QTATrainer, QTATrainingConfig
+from qta_integrations.training import NoPreferencePairsWarning, QTATrainer, QTATrainingConfig
 from qta_integrations.training import trainer as trainer_module
 from tests.conftest import TOOLS
 
@@ -141,7 +143,9 @@ def test_training_is_repeatable_with_a_seed(
     import torch
 
     first = _lora_state(fitted[0].rewriter)
-    second = _lora_state(_trainer([dict(t) for t in TOOLS]).fit(EXAMPLES))  # same seed (0)
+    again = _trainer([dict(t) for t in TOOLS])
+    assert again.fit(EXAMPLES) is again.pipeline  # fit returns the retriever it trained
+    second = _lora_state(again.rewriter)  # same seed (0)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[n], second[n]) for n in first)
 
@@ -181,12 +185,30 @@ def test_reference_candidate_from_the_gold_tools_becomes_chosen(
     ]
 
 
-def test_every_candidate_tying_is_a_clear_error(tool_dicts: list[dict[str, str]]) -> None:
+def test_every_candidate_tying_warns_and_keeps_what_the_labels_taught(
+    tool_dicts: list[dict[str, str]], tmp_path: Path
+) -> None:
     ties = {q: [q, q] for q in SCRIPTED}  # every candidate falls back to the query itself
     trainer = _trainer(tool_dicts, ties)
-    with pytest.raises(NoPreferencePairsError, match="num_candidates"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(EXAMPLES)
+    out = tmp_path / "adapter"
+    with pytest.warns(NoPreferencePairsWarning, match="num_candidates=2"):
+        fitted = trainer.fit(EXAMPLES, output_dir=out)
+    # Not an error: the examples are in memory, the fusion is fitted, the retriever is returned.
+    assert fitted is trainer.pipeline
+    assert [e.query for e in fitted.memory] == [e["query"] for e in EXAMPLES]
+    assert sorted(fitted.index.list_entries("example") or {}) == sorted(
+        e.entry_id for e in fitted.memory
+    )
+    assert trainer.pairs == []
+    assert trainer.metrics["rounds"] == []
+    assert "fusion" in trainer.metrics
+    assert not fitted.fusion.uses_rewrite  # the rewrite weight is never fitted without pairs
+    # The adapter is retrieval-only: no LoRA weights, the fitted state and the examples.
+    files = {p.name for p in out.iterdir()}
+    assert "adapter_model.safetensors" not in files
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["base_model"] is None
+    assert manifest["retrieval"] == fitted.state_dict()
 
 
 def test_bad_examples_fail_before_training(tool_dicts: list[dict[str, str]]) -> None:
@@ -242,22 +264,26 @@ def test_trains_a_retrievers_rewriter_in_place_skipping_tied_examples(
 ) -> None:
     from qta_integrations import QTARetriever
 
+    rewriter = tiny_hf_rewriter(prompt=SHORT_PROMPT, max_new_tokens=4)
     retriever = QTARetriever(
         tools=tool_dicts,
         embeddings=KeywordEmbeddings(),
-        rewriter=tiny_hf_rewriter(prompt=SHORT_PROMPT, max_new_tokens=4),
-        num_context_tools=1,
+        rewriter=rewriter,
+        settings=RetrievalSettings(num_context_tools=1),
     )
     trainer = QTATrainer(retriever, config=_config())
     # the second example's candidates all fall back to the query: a partial tie
     scripted = dict(SCRIPTED, **{"what is AAPL at": ["what is AAPL at", "what is AAPL at"]})
     trainer._sample = lambda prompts, queries: [list(scripted[q]) for q in queries]  # type: ignore[method-assign]
     with pytest.warns(UserWarning, match="what is AAPL at"):
-        rewriter = trainer.fit(EXAMPLES)
+        fitted = trainer.fit(EXAMPLES)
+    assert fitted is retriever
     assert trainer.metrics["rounds"][0]["skipped_examples"] == [1]
     assert trainer.metrics["rounds"][0]["pairs"] == 1
-    assert retriever.core.rewriter is rewriter
+    assert retriever.core.rewriter is rewriter is trainer.rewriter
     assert hasattr(rewriter.model, "peft_config")
+    assert len(retriever.core.memory) == len(EXAMPLES)
+    assert "fusion_with_rewrite" in trainer.metrics  # the rewrite weight was fitted after DPO
     assert retriever.invoke("will it rain in paris", k=1)
 
 
@@ -275,12 +301,60 @@ def test_prompts_are_the_retrievers_inference_prompts(
 def test_only_local_hugging_face_rewriters_can_be_trained(
     tool_dicts: list[dict[str, str]],
 ) -> None:
+    fake = FakeRewriter()
+    trainer = QTATrainer(tools=tool_dicts, rewriter=fake, embeddings=KeywordEmbeddings())
+    # The rewriter is checked when DPO needs it, not before.
     with pytest.raises(TypeError, match="HuggingFaceRewriter"):
-        QTATrainer(tools=tool_dicts, rewriter=FakeRewriter(), embeddings=KeywordEmbeddings())
+        trainer.rewriter  # noqa: B018
+    with pytest.raises(TypeError, match=r"HuggingFaceRewriter.*QTATrainingConfig\(dpo=False\)"):
+        trainer.fit(EXAMPLES)
+    # Without DPO any rewriter (or none) is fine: memory and fusion only, the rewriter unused.
+    no_dpo = QTATrainer(
+        tools=tool_dicts,
+        rewriter=fake,
+        embeddings=KeywordEmbeddings(),
+        config=QTATrainingConfig(dpo=False),
+    )
+    fitted = no_dpo.fit(EXAMPLES)
+    assert isinstance(fitted, QTAPipeline)
+    assert len(fitted.memory) == len(EXAMPLES)
+    assert fake.calls == []
     with pytest.raises(ValueError, match="retriever"):
         QTATrainer()
     with pytest.raises(TypeError, match="QTARetriever"):
         QTATrainer(object())
+
+
+def test_a_rewriter_named_by_path_is_loaded_only_for_dpo(tool_dicts: list[dict[str, str]]) -> None:
+    trainer = QTATrainer(
+        tools=tool_dicts,
+        rewriter="/no/such/rewriter/model",
+        embeddings=KeywordEmbeddings(),
+        config=QTATrainingConfig(dpo=False),
+    )
+    fitted = trainer.fit(EXAMPLES)  # never loads the (missing) model
+    assert len(fitted.memory) == len(EXAMPLES)
+    assert fitted.has_rewriter
+
+
+def test_alpha_is_the_grading_weight_of_dpo_candidates(tool_dicts: list[dict[str, str]]) -> None:
+    def pairs_with(alpha: float) -> list[Any]:
+        trainer = QTATrainer(
+            tools=tool_dicts,
+            rewriter=tiny_hf_rewriter(prompt=SHORT_PROMPT, max_new_tokens=4),
+            embeddings=KeywordEmbeddings(),
+            config=_config(),
+            num_context_tools=1,
+            alpha=alpha,
+        )
+        trainer._sample = lambda prompts, queries: [list(SCRIPTED[q]) for q in queries]  # type: ignore[method-assign]
+        examples = trainer_module.load_examples(EXAMPLES, trainer.pipeline.catalog)
+        return trainer.make_pairs(examples)[0]
+
+    assert len(pairs_with(0.5)) == 2
+    # alpha=0: a candidate fused with the query is graded as the query alone, so all tie.
+    with pytest.warns(UserWarning, match="rank the gold tools equally"):
+        assert pairs_with(0.0) == []
 
 
 def test_qta_train_cli_writes_an_adapter(
@@ -318,10 +392,14 @@ def test_qta_train_cli_writes_an_adapter(
     ]
     assert main(argv, overrides=overrides) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["examples"] == 2 and summary["pairs"] == [2]
+    assert summary["examples"] == 2 and summary["dpo_pairs"] == [2]
+    fusion = FusionWeights.from_dict(summary["fusion"])
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["config"]["num_candidates"] == 2
     assert manifest["config"]["lora_r"] == 4
+    assert manifest["retrieval"]["settings"]["fusion"] == fusion.to_dict()
+    assert [e["query"] for e in manifest["retrieval"]["examples"]] == [e["query"] for e in EXAMPLES]
+    assert "adapter_model.safetensors" in {p.name for p in out.iterdir()}
 
 
 def test_qta_train_cli_reports_bad_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
