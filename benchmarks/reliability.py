@@ -2,8 +2,9 @@
 
 Four measurements, each printed and written to ``--output`` as JSON:
 
-1. ``concurrent_readers`` (real all-MiniLM-L6-v2, embedded Chroma in memory, an MTRB catalogue
-   when ``QTA_MTRB_DIR`` or ``../shared/data/mtrb`` holds one, else a synthetic one):
+1. ``concurrent_readers`` (real all-MiniLM-L6-v2, embedded Chroma in memory, the MTRB
+   RestBench catalogue when ``QTA_MTRB_DIR`` or ``../shared/data/mtrb`` holds it, else a
+   synthetic one):
    ``--queries`` concurrent ``ainvoke`` calls and the same number of ``invoke`` calls from 16
    threads on one ``QTARetriever(rewriter=None)`` must return exactly the sequential results
    (ids and scores). The model matters here: it is the shared object under concurrent use.
@@ -68,9 +69,9 @@ def _catalogue_and_queries(n_queries: int) -> tuple[list[dict[str, Any]], list[s
 
     data_dir = Path(os.environ.get("QTA_MTRB_DIR", _setup.ROOT.parent / "shared/data/mtrb"))
     if data_dir.exists():
-        data = load_mtrb("toolbench", data_dir=data_dir)
+        data = load_mtrb("restbench", data_dir=data_dir)
         queries = [q.query for q in data.queries]
-        source = f"MTRB ToolBench ({len(data.catalog)} tools, {len(queries)} test queries)"
+        source = f"MTRB RestBench ({len(data.catalog)} tools, {len(queries)} test queries)"
         tools = data.catalog.to_dicts()
     else:
         tools = _tools("t", 500)
@@ -182,13 +183,16 @@ def kill_during_upsert(trials: int, n: int, seed: int) -> dict[str, Any]:
     for trial in range(trials):
         with tempfile.TemporaryDirectory(prefix="qta_kill_") as tmp:
             path = Path(tmp) / "db"
+            began = time.perf_counter()
             subprocess.run(_child("write", path, "a", n), capture_output=True, check=True)
+            # The first write (process start included) bounds the moment of the kill.
+            write_s = time.perf_counter() - began
             writer = subprocess.Popen(
                 _child("write", path, "b", n), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
             assert writer.stdout is not None
             writer.stdout.readline()  # "writing": the client is open, the sync starts
-            delay = rng.uniform(0.05, 1.5)
+            delay = rng.uniform(0.05, 0.8 * write_s)
             time.sleep(delay)
             finished = writer.poll() is not None
             with contextlib.suppress(ProcessLookupError):
