@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qta_integrations.testing import KeywordEmbeddings
+from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -65,3 +66,15 @@ class CountingEmbeddings(KeywordEmbeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         self.documents_embedded += len(texts)
         return super().embed_documents(texts)
+
+
+class CountingRewriter(FakeRewriter):
+    """A FakeRewriter that counts its generate calls (one per batch of cache misses)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generate_calls = 0
+
+    def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
+        self.generate_calls += 1
+        return super()._generate(messages)

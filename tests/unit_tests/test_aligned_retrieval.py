@@ -34,7 +34,7 @@ from qta_integrations.signals import MemorySignal, Signal, SignalContext, Signal
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training import QTATrainer, QTATrainingConfig
-from tests.conftest import TOOLS
+from tests.conftest import TOOLS, CountingRewriter
 
 # The plain query shares "need an umbrella on my route" with plan_route's neighbourhood, not
 # with the weather tool: dense ranks "route" first. A labelled example worded like it, pointing
@@ -269,16 +269,6 @@ def test_the_memory_and_prior_signals_honour_the_exclusions() -> None:
 
 
 # -- the rewriter is called only when its weight is not zero --------------------------------
-
-
-class CountingRewriter(FakeRewriter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.generate_calls = 0
-
-    def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        self.generate_calls += 1
-        return super()._generate(messages)
 
 
 async def test_no_generation_at_zero_rewrite_weight() -> None:

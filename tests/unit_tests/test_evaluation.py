@@ -22,6 +22,7 @@ from qta_integrations.index import ExactToolIndex
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
+from tests.conftest import CountingRewriter
 
 UMBRELLA = "do I need an umbrella on my route?"
 
@@ -129,16 +130,6 @@ def test_evaluate_dense_pipeline(dataset: RetrievalDataset) -> None:
     assert all(o.rewrite is None for o in report.per_query)
     assert report.metrics["S@2"] == pytest.approx(200 / 3)
     assert all(len(o.ranking) == 2 for o in report.per_query)
-
-
-class CountingRewriter(FakeRewriter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.generate_calls = 0
-
-    def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        self.generate_calls += 1
-        return super()._generate(messages)
 
 
 @pytest.mark.parametrize(

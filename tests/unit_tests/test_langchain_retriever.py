@@ -14,6 +14,7 @@ from qta_integrations import QTAPipeline, QTARetriever
 from qta_integrations.fusion import FusionWeights
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
+from tests.conftest import CountingRewriter
 
 REWRITES = {
     "will I need an umbrella in Paris": "current weather forecast for a city",
@@ -30,16 +31,6 @@ NAMES = {"weather": "get_weather", "stock_quote": "get_stock_quote", "email": "s
 
 REWRITING = RetrievalSettings(fusion=FusionWeights.paper())
 """Settings whose fusion weighs the rewrite (the paper's): the rewriter runs on every query."""
-
-
-class CountingRewriter(FakeRewriter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.generate_calls = 0
-
-    def _generate(self, messages: list[list[dict[str, str]]]) -> list[str]:
-        self.generate_calls += 1
-        return super()._generate(messages)
 
 
 class RecordingHandler(BaseCallbackHandler):
