@@ -87,15 +87,17 @@ def concurrent_readers(n_queries: int) -> dict[str, Any]:
     retriever = QTARetriever(tools=tools, embeddings=default_embeddings(), rewriter=None, k=5)
 
     def run(query: str) -> list[tuple[str, float]]:
-        return [(d.id, round(d.metadata["score"], 6)) for d in retriever.invoke(query)]
+        return [(str(d.id), round(d.metadata["score"], 6)) for d in retriever.invoke(query)]
 
+    # The queries cycle through the test set: each distinct query is run once sequentially.
     start = time.perf_counter()
-    sequential = [run(q) for q in queries]
+    once = {q: run(q) for q in dict.fromkeys(queries)}
     sequential_s = time.perf_counter() - start
+    sequential = [once[q] for q in queries]
 
     async def gather() -> list[list[tuple[str, float]]]:
         docs = await asyncio.gather(*(retriever.ainvoke(q) for q in queries))
-        return [[(d.id, round(d.metadata["score"], 6)) for d in row] for row in docs]
+        return [[(str(d.id), round(d.metadata["score"], 6)) for d in row] for row in docs]
 
     start = time.perf_counter()
     concurrent = asyncio.run(gather())
@@ -110,7 +112,8 @@ def concurrent_readers(n_queries: int) -> dict[str, Any]:
         "queries": n_queries,
         "ainvoke_identical": sum(a == s for a, s in zip(concurrent, sequential, strict=True)),
         "threads16_identical": sum(t == s for t, s in zip(threaded, sequential, strict=True)),
-        "sequential_s": round(sequential_s, 2),
+        "distinct_queries": len(once),
+        "sequential_distinct_s": round(sequential_s, 2),
         "ainvoke_gather_s": round(async_s, 2),
         "threads16_s": round(threads_s, 2),
     }
@@ -200,15 +203,13 @@ def kill_during_upsert(trials: int, n: int, seed: int) -> dict[str, Any]:
             writer.communicate(timeout=60)
             check = _run_child("check", path, "b", n)
             runs.append({"trial": trial, "kill_s": round(delay, 2), "finished": finished, **check})
-    restored = sum(
-        bool(r.get("readable")) and bool(r.get("equal")) and r.get("found") == n for r in runs
-    )
+    restored = sum(bool(r.get("equal")) and r.get("found") == n for r in runs)
     return {
         "embeddings": f"DeterministicFakeEmbedding({FAKE_SIZE}) (the model does not matter)",
         "tools": n,
         "trials": trials,
         "killed_mid_write": sum(not r["finished"] for r in runs),
-        "readable_after_kill": sum(bool(r.get("readable")) for r in runs),
+        "first_read_ok": sum(bool(r.get("readable")) for r in runs),
         "restored_by_resync": restored,
         "runs": runs,
     }

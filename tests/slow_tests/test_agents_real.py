@@ -25,7 +25,8 @@ def test_create_qta_agent_with_the_default_models_over_a_follow_up() -> None:
         call("get_weather", "c2", city="Paris"),
         "Rain again.",
     )
-    # retriever=None: MiniLM + embedded Chroma + the SmolLM2 rewriter, built from the tools.
+    # retriever=None: MiniLM + embedded Chroma, built from the tools. Without labelled examples
+    # the fusion is dense only, so the follow-up is resolved by the conversation query.
     agent = create_qta_agent(model, TOOLS, k=2, checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "slow"}}
     state = agent.invoke({"messages": [("user", "What is the weather forecast in Paris?")]}, config)

@@ -8,9 +8,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from qta_integrations.adapter import MANIFEST_NAME
 from qta_integrations.rewriter import HuggingFaceRewriter
+from qta_integrations.settings import RetrievalSettings
 
 
 @pytest.mark.slow
@@ -20,9 +22,11 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     from qta_integrations.training import QTATrainer, QTATrainingConfig
 
     train = load_mtrb("restbench", "train", mtrb_dir)
-    retriever = QTARetriever(tools=train.catalog, k=5)
+    # One context tool in the prompt and one pair per step keep the CPU run short and small.
+    settings = RetrievalSettings(num_context_tools=1)
+    retriever = QTARetriever(tools=train.catalog, k=5, settings=settings)
     config = QTATrainingConfig(
-        num_candidates=3, max_new_tokens=16, num_epochs=1, batch_size=2, show_progress=False
+        num_candidates=3, max_new_tokens=16, num_epochs=1, batch_size=1, show_progress=False
     )
     trainer = QTATrainer(retriever, config=config)
     examples = list(train.queries)[:2]
@@ -37,27 +41,30 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     assert rewriter is trainer.rewriter
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["base_model"]["kind"] == "default"
-    assert (out / "adapter_model.safetensors").exists()  # LoRA weights: there were pairs
-    assert sum(r["pairs"] for r in manifest["metrics"]["rounds"]) >= 1
     assert len(trainer.pairs) >= 1
+    assert sum(r["pairs"] for r in manifest["metrics"]["rounds"]) == len(trainer.pairs)
     assert manifest["retrieval"] == retriever.core.state_dict()
-
-    loaded = HuggingFaceRewriter.from_pretrained(out)
-    prompts = [trainer.pairs[0].prompt]  # the exact inference prompt of a training query
-    assert rewriter.generate_from_prompts(prompts, max_new_tokens=12) == (
-        loaded.generate_from_prompts(prompts, max_new_tokens=12)
-    )
+    # LoRA weights were saved, and trained: PEFT starts every B matrix at zero.
+    weights = load_file(out / "adapter_model.safetensors")
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and any(bool(t.abs().sum() > 0) for t in lora_b)
 
     # The adapter directory restores the examples and the fitted weights.
     reloaded = QTARetriever(tools=train.catalog, k=5, rewriter=str(out))
-    assert reloaded.core.fusion == retriever.core.fusion
+    assert reloaded.core.settings == retriever.core.settings
     assert [e.query for e in reloaded.core.memory] == [e.query for e in examples]
     docs = reloaded.invoke(examples[0].query)
     assert len(docs) == 5
     assert [d.id for d in docs] == [d.id for d in retriever.invoke(examples[0].query)]
 
-    # qta-paper retrieves with the DPO-aligned rewriter of the adapter.
+    # qta-paper loads the DPO-aligned rewriter from the adapter and retrieves with it.
     paper = build_pipeline("qta-paper", train.catalog, adapter=out)
+    loaded = paper.rewriter
+    assert isinstance(loaded, HuggingFaceRewriter) and loaded is not rewriter
+    prompts = [trainer.pairs[0].prompt]  # the exact inference prompt of a training query
+    assert rewriter.generate_from_prompts(prompts, max_new_tokens=12) == (
+        loaded.generate_from_prompts(prompts, max_new_tokens=12)
+    )
     result = paper.retrieve(examples[1].query, k=5)
     assert len(result.tools) == 5
     assert len(result.rewrites) == 1 and result.rewrites[0].strip()
