@@ -1,8 +1,9 @@
-"""qta-integrations: query-tool alignment (QTA) for tool retrieval in LLM agents.
+"""qta-integrations: tool retrieval for LLM agents that learns from a handful of labels.
 
-A small local LLM rewrites the user's query so that it lines up with how tool documents are
-written; a frozen embedding retriever searches the tool catalogue with the query and the rewrite.
-The rewriter is aligned with DPO from a handful of labelled examples (`QTATrainer`).
+Every candidate tool gets named scores from several signals (dense similarity from the wrapped
+vector store, BM25, the labelled examples stored beside the tools, a label prior, and a small
+local LLM's rewrite of the query, as in query-tool alignment, QTA); the fusion weights are fitted
+on the labels by leave-one-out (`QTAPipeline.add_examples`, `QTATrainer`).
 
 Heavy dependencies (torch, transformers, trl, peft) are imported only when a name that needs
 them is first used, so ``import qta_integrations`` stays fast.
@@ -17,20 +18,27 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from qta_integrations.agents.langgraph import QTAToolSelector, create_qta_agent
     from qta_integrations.embeddings import default_embeddings
+    from qta_integrations.fusion import FusionWeights
     from qta_integrations.index import (
         ExactToolIndex,
+        IndexEntry,
+        IndexHit,
         LlamaIndexToolIndex,
         ToolHit,
         ToolIndex,
         VectorStoreToolIndex,
         chroma_tool_index,
     )
+    from qta_integrations.lexical import BM25ToolIndex
+    from qta_integrations.memory import ExampleMemory
     from qta_integrations.pipeline import QTAPipeline, RetrievalResult, RetrievedTool
     from qta_integrations.prompts import RewriteExample, RewritePrompt, RewriteRequest
     from qta_integrations.ranking import RankingFunction, SufficiencyNDCG, fuse_hits
     from qta_integrations.retrievers.langchain import QTARetriever
     from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever, QTAToolRetriever
     from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter, RunnableRewriter
+    from qta_integrations.settings import RetrievalSettings
+    from qta_integrations.signals import Signal, SignalScores
     from qta_integrations.tools import Tool, ToolCatalog
     from qta_integrations.training import QTATrainer, QTATrainingConfig
 
@@ -40,6 +48,14 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     __version__ = "0.0.0"
 
 _LAZY: dict[str, str] = {
+    "SignalScores": "qta_integrations.signals",
+    "Signal": "qta_integrations.signals",
+    "RetrievalSettings": "qta_integrations.settings",
+    "IndexHit": "qta_integrations.index",
+    "IndexEntry": "qta_integrations.index",
+    "FusionWeights": "qta_integrations.fusion",
+    "ExampleMemory": "qta_integrations.memory",
+    "BM25ToolIndex": "qta_integrations.lexical",
     "ExactToolIndex": "qta_integrations.index",
     "HuggingFaceRewriter": "qta_integrations.rewriter",
     "LlamaIndexToolIndex": "qta_integrations.index",

@@ -9,8 +9,13 @@ import pytest
 import qta_integrations
 
 EXPECTED_ALL = [
+    "BM25ToolIndex",
     "ExactToolIndex",
+    "ExampleMemory",
+    "FusionWeights",
     "HuggingFaceRewriter",
+    "IndexEntry",
+    "IndexHit",
     "LlamaIndexToolIndex",
     "QTALlamaIndexRetriever",
     "QTAPipeline",
@@ -22,11 +27,14 @@ EXPECTED_ALL = [
     "QueryRewriter",
     "RankingFunction",
     "RetrievalResult",
+    "RetrievalSettings",
     "RetrievedTool",
     "RewriteExample",
     "RewritePrompt",
     "RewriteRequest",
     "RunnableRewriter",
+    "Signal",
+    "SignalScores",
     "SufficiencyNDCG",
     "Tool",
     "ToolCatalog",
