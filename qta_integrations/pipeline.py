@@ -235,6 +235,11 @@ class QTAPipeline:
         self._rewriter, self._rewriter_factory = value, None
 
     @property
+    def rewriter_loaded(self) -> bool:
+        """Whether the rewriter has been built (a named one is built on first use)."""
+        return self._rewriter is not None
+
+    @property
     def has_rewriter(self) -> bool:
         """Whether a rewriter is configured (without loading it)."""
         return self._rewriter is not None or self._rewriter_factory is not None

@@ -67,10 +67,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``train`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
     parser = subparsers.add_parser(
         "train",
-        help="Align the query rewriter with DPO on labelled queries and save the adapter.",
+        help="Learn from labelled queries (memory + fitted fusion; optionally DPO) and save.",
         description=(
-            "Train a LoRA adapter for the rewriter with the QTA recipe (sample rewrites, rank "
-            "them by where the gold tools land, DPO on best vs worst). Load it later with "
+            "Attach the labelled queries to their tools and fit the fusion weights on them by "
+            "leave-one-out (seconds); unless --no-dpo, also align the rewriter with DPO, the QTA "
+            "recipe (sample rewrites, rank them by where the gold tools land, DPO on best vs "
+            "worst; minutes on a CPU). Everything is saved as an adapter directory: load it with "
             "QTARetriever(rewriter=OUTPUT) or `qta eval --method qta --adapter OUTPUT`."
         ),
     )

@@ -99,7 +99,7 @@ def test_fit_without_dpo_on_the_restbench_train_split_beats_dense(
     assert len(pipeline.memory) == 10
     assert not pipeline.fusion.uses_rewrite
     assert not pipeline.fusion.dense_only
-    assert pipeline._rewriter is None  # the default rewriter was never loaded
+    assert not pipeline.rewriter_loaded  # the default rewriter was never loaded
 
     # A retrieval-only adapter: the manifest, no LoRA weights.
     manifest = json.loads((out / MANIFEST_NAME).read_text())
