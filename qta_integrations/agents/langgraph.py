@@ -24,7 +24,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
 from qta_integrations.index import ToolHit
-from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.pipeline import QTAPipeline, RetrievalResult, as_pipeline
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.tools import Tool, ToolCatalog
 from qta_integrations.validation import check_positive_int, has_visible_text
@@ -111,19 +111,6 @@ def conversation_query(
 
 
 ToolsArg = Sequence[BaseTool | Callable[..., Any]] | Mapping[str, BaseTool | Callable[..., Any]]
-
-
-def _as_pipeline(retriever: Any) -> QTAPipeline:
-    if isinstance(retriever, QTAPipeline):
-        return retriever
-    core = getattr(retriever, "core", None)
-    if isinstance(core, QTAPipeline):
-        return core
-    msg = (
-        f"retriever must be a QTARetriever or a QTAPipeline, got {type(retriever).__name__}. "
-        "Build one with QTARetriever(tools=...) or QTAPipeline.from_tools(...)."
-    )
-    raise TypeError(msg)
 
 
 def _as_langchain_tool(tool: Any) -> BaseTool:
@@ -237,7 +224,7 @@ class QTAToolSelector:
         context_turns: int = DEFAULT_CONTEXT_TURNS,
         context_weight: float = DEFAULT_CONTEXT_WEIGHT,
     ) -> None:
-        self.pipeline = _as_pipeline(retriever)
+        self.pipeline = as_pipeline(retriever)
         if k is not None:
             check_positive_int("k", k)
         if context_turns < 0:
@@ -423,7 +410,7 @@ def bigtool_retrieve_functions(
                                    retrieve_tools_coroutine=aretrieve)
             agent = builder.compile()
     """
-    pipeline = _as_pipeline(retriever)
+    pipeline = as_pipeline(retriever)
     check_positive_int("k", k)
 
     def retrieve_tools(query: str) -> list[str]:

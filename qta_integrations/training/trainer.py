@@ -42,7 +42,7 @@ from qta_integrations.adapter import (
 )
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.index import ExactToolIndex, ToolIndex
-from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.pipeline import QTAPipeline, as_pipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
 from qta_integrations.rewriter import HuggingFaceRewriter, resolve_rewriter
@@ -133,14 +133,11 @@ class QTATrainer:
             if tools is not None:
                 msg = "Pass either a retriever or tools=, not both."
                 raise ValueError(msg)
-            pipeline = retriever.pipeline if hasattr(retriever, "pipeline") else retriever
-            if not isinstance(pipeline, QTAPipeline):
-                msg = (
-                    f"retriever must be a QTARetriever or a QTAPipeline, got "
-                    f"{type(retriever).__name__}. To train from a catalogue, pass tools=."
-                )
-                raise TypeError(msg)
-            self.pipeline = pipeline
+            try:
+                self.pipeline = as_pipeline(retriever)
+            except TypeError as err:
+                msg = f"{err} To train from a catalogue, pass tools=."
+                raise TypeError(msg) from None
             self.retriever: Any = retriever
             self._grading_embeddings = embeddings or getattr(retriever, "embeddings", None)
         else:

@@ -264,7 +264,7 @@ def test_selector_validates_tools_and_arguments() -> None:
     retriever = keyword_retriever()
     with pytest.raises(ValueError, match=r"have no tool in tools: \['plan_route'\]"):
         QTAToolSelector(retriever, TOOLS[:-1])
-    with pytest.raises(TypeError, match="QTARetriever or a QTAPipeline, got list"):
+    with pytest.raises(TypeError, match="a QTAPipeline, got list"):
         QTAToolSelector([1, 2])
     with pytest.raises(ValueError, match="context_weight must be in"):
         QTAToolSelector(retriever, context_weight=1.5)
