@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subsets", nargs="+", default=["restbench"])
     parser.add_argument("--adapters", nargs="+", default=["untrained"])
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("QTA_MTRB_DIR")
-    )
+    parser.add_argument("--data-dir", default=os.environ.get("QTA_MTRB_DIR"))
     parser.add_argument("--name", default="fusion_modes")
     parser.add_argument("--samples", type=int, default=0, help="sampled rewrites per query")
     parser.add_argument("--sample-temperature", type=float, default=0.7)

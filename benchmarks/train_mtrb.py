@@ -78,9 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-examples", nargs="+", type=int, default=[10])
     parser.add_argument("--baselines", action="store_true", help="also dense and untrained QTA")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("QTA_MTRB_DIR")
-    )
+    parser.add_argument("--data-dir", default=os.environ.get("QTA_MTRB_DIR"))
     parser.add_argument("--name", default="run", help="results file: benchmarks/results/NAME.json")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--progress", action="store_true", help="progress bars while evaluating")
