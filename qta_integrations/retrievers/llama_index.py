@@ -38,14 +38,15 @@ logger = logging.getLogger(__name__)
 
 
 # Per-request fields: shown to no LLM and embedded nowhere.
-_RESULT_KEYS = ["query", "rewritten_query", "rank", "tool_id"]
+_RESULT_KEYS = ["query", "rewritten_query", "rank", "tool_id", "signals"]
 
 
 def result_to_nodes(result: RetrievalResult) -> list[NodeWithScore]:
     """LlamaIndex nodes for a result: node id = tool id, text = ``"name: description"``.
 
     The metadata holds the tool's own metadata plus ``tool_id``, ``tool_name``, ``rank``,
-    ``query`` and ``rewritten_query`` (None when the query was not rewritten).
+    ``query``, ``rewritten_query`` (None when the query was not rewritten) and ``signals`` (each
+    fused signal's score; empty for dense-only retrieval).
     """
     rewrite = result.rewrites[0] if result.rewrites else None
     nodes = []
@@ -57,6 +58,7 @@ def result_to_nodes(result: RetrievalResult) -> list[NodeWithScore]:
             "rank": item.rank,
             "query": result.query,
             "rewritten_query": rewrite,
+            "signals": dict(item.signals),
         }
         node = TextNode(
             id_=item.tool.id,
