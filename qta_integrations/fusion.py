@@ -34,6 +34,7 @@ from qta_integrations.signals import SignalScores
 
 __all__ = [
     "DEFAULT_GRID",
+    "SIGNAL_NAMES",
     "FusionFit",
     "FusionWeights",
     "fit_weights",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 SIGNAL_NAMES = ("dense", "lexical", "memory", "prior", "rewrite")
+"""The signals `FusionWeights` weighs, in the order candidates are gathered."""
 
 DEFAULT_GRID: Mapping[str, tuple[float, ...]] = {
     "lexical": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),

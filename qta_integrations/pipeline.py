@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qta_integrations.embeddings import resolve_embeddings
-from qta_integrations.fusion import FusionFit, FusionWeights, fuse
+from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
 from qta_integrations.index import (
     IndexEntry,
     IndexHit,
@@ -359,11 +359,7 @@ class QTAPipeline:
             weights=FusionWeights(lexical=1, memory=1, prior=1, rewrite=1 if rewrite else 0),
             exclude=[frozenset({e.entry_id}) for e in examples],
         )
-        names = [
-            n
-            for n in ("dense", "lexical", "memory", "prior", "rewrite")
-            if n != "rewrite" or rewrite
-        ]
+        names = [n for n in SIGNAL_NAMES if n != "rewrite" or rewrite]
         scored = self._signal_scores(context, names)
         per_query = [{n: scored[n][i] for n in names} for i in range(len(examples))]
         fit = fit_weights(per_query, [e.tool_ids for e in examples], grid=grid)
