@@ -37,7 +37,7 @@ from qta_integrations.tools import Tool, ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int as _check_positive
 from qta_integrations.validation import validate_histories, validate_history, validate_query
 
-__all__ = ["QTAPipeline", "RetrievalResult", "RetrievedTool", "as_pipeline", "validate_query"]
+__all__ = ["QTAPipeline", "RetrievalResult", "RetrievedTool", "validate_query"]
 
 RewriterLike = QueryRewriter | str | os.PathLike[str] | Any | None
 """What ``rewriter=`` accepts: see `qta_integrations.rewriter.resolve_rewriter`."""
@@ -655,29 +655,6 @@ class QTAPipeline:
         queries: Sequence[str], histories: Sequence[Sequence[str]] | None
     ) -> list[tuple[str, ...]]:
         return validate_histories(queries, histories)
-
-
-def as_pipeline(retriever: Any) -> QTAPipeline:
-    """The `QTAPipeline` behind a `QTARetriever`, a `QTALlamaIndexRetriever`, or a pipeline.
-
-    Raises:
-        TypeError: for anything else, naming the type received.
-    """
-    if isinstance(retriever, QTAPipeline):
-        return retriever
-    from qta_integrations.retrievers.langchain import QTARetriever
-    from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever
-
-    if isinstance(retriever, QTARetriever):
-        return retriever.core
-    if isinstance(retriever, QTALlamaIndexRetriever):
-        return retriever.pipeline
-    msg = (
-        f"retriever must be a QTARetriever, a QTALlamaIndexRetriever or a QTAPipeline, got "
-        f"{type(retriever).__name__}. Build one with QTARetriever(tools=...) or "
-        "QTAPipeline.from_tools(...)."
-    )
-    raise TypeError(msg)
 
 
 def _tool_hits(hits: Sequence[IndexHit]) -> list[ToolHit]:
