@@ -57,7 +57,7 @@ eval: runtime
 	$(BIN)/qta eval --dataset mtrb-restbench --method dense bm25 hybrid qta \
 		--adapter runs/restbench-fitted --k 5 10
 
-## A small end-to-end demo: index tools, learn from 4 labelled queries, retrieve.
+## A small end-to-end demo: index tools, learn from 8 labelled queries, retrieve.
 demo: runtime
 	$(BIN)/qta demo
 

@@ -360,14 +360,19 @@ DEMO_TOOLS: list[dict[str, str]] = [
 """The demo's built-in catalogue (15 tools)."""
 
 DEMO_EXAMPLES: list[dict[str, Any]] = [
-    {"query": "Will it be sunny in Madrid this weekend?", "tools": ["weather"]},
+    {"query": "Let Anna know the meeting moved to 3pm", "tools": ["email"]},
+    {"query": "Message the team that the release is delayed", "tools": ["email"]},
+    {"query": "Who invented the telephone?", "tools": ["wikipedia"]},
+    {"query": "What is the tallest mountain in Africa?", "tools": ["wikipedia"]},
+    {"query": "Any cheap flights from Madrid to Lisbon on Tuesday?", "tools": ["flights"]},
+    {"query": "Which airline flies Oslo to London tomorrow morning?", "tools": ["flights"]},
     {"query": "Who starred in Inception?", "tools": ["movie_search", "movie_credits"]},
     {"query": "What is 100 dollars in pounds?", "tools": ["currency"]},
-    {"query": "I need a place to stay in Berlin in May.", "tools": ["hotels"]},
 ]
 """Labelled queries the demo teaches the retriever before running the queries."""
 
 DEMO_QUERIES: list[str] = [
+    "Cheapest way to get from Paris to Berlin on Monday",
     "Do I need an umbrella in Lisbon tomorrow?",
     "Who directed the movie Parasite?",
     "How many yen do I get for 250 euros?",
@@ -380,11 +385,11 @@ def add_demo_parser(subparsers: Any) -> None:
     """Register ``qta demo``."""
     parser = subparsers.add_parser(
         "demo",
-        help="Index 15 built-in tools, teach 4 labelled queries, show the top tools.",
+        help="Index 15 built-in tools, teach 8 labelled queries, show the top tools.",
         description=(
-            "Index a small built-in tool list with all-MiniLM-L6-v2, attach 4 labelled queries "
+            "Index a small built-in tool list with all-MiniLM-L6-v2, attach 8 labelled queries "
             "to their tools and fit the fusion on them (or load --adapter DIR), then print the "
-            "fitted weights and the top tools of a few queries, with each signal's view. "
+            "fitted weights and the top tools of a few queries. "
             "Example: qta demo --query 'Who directed Parasite?'"
         ),
     )
@@ -397,7 +402,7 @@ def add_demo_parser(subparsers: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """``qta demo``: index 15 tools, learn from 4 labelled queries, retrieve."""
+    """``qta demo``: index 15 tools, learn from 8 labelled queries, retrieve."""
     from qta_integrations.pipeline import QTAPipeline
     from qta_integrations.validation import validate_query
 
