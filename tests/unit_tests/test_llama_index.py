@@ -106,13 +106,18 @@ def test_retrieve_returns_one_node_per_tool(
     assert isinstance(top, NodeWithScore) and isinstance(top.node, TextNode)
     assert top.node.id_ == "weather"
     assert top.node.text == f"get_weather: {tool_dicts[0]['description']}"
-    assert top.node.metadata == {
+    metadata = dict(top.node.metadata)
+    signals = metadata.pop("signals")
+    assert metadata == {
         "tool_id": "weather",
         "tool_name": "get_weather",
         "rank": 1,
         "query": UMBRELLA,
         "rewritten_query": REWRITES[UMBRELLA],
     }
+    # The paper's fusion: 0.5 * dense + 0.5 * rewrite, each signal's score is kept.
+    assert set(signals) == {"dense", "rewrite"}
+    assert top.score == pytest.approx(0.5 * signals["dense"] + 0.5 * signals["rewrite"], abs=1e-5)
     assert top.score is not None and top.score >= (nodes[1].score or 0.0)
     # The per-request fields are not shown to an LLM reading the node.
     assert "rewritten_query" not in top.node.get_content(metadata_mode="llm")  # type: ignore[arg-type]
