@@ -13,8 +13,8 @@ move a tool against the dense ranking. Without labels the weights are
 `fit_weights` learns the weights from labelled examples by leave-one-out: each example is
 scored with every signal computed *without its own memory entry* (its own query neither in the
 memory, nor in the lexical expansion, nor in the prior), so an example never sees itself; then
-a grid of weights is searched for the best mean of Sufficiency@5, Sufficiency@10 and half of
-NDCG@5 and NDCG@10 over the examples. Ties go to the smaller weights, and the fit keeps the
+a grid of weights is searched for the best mean over the examples of
+S@5 + S@10 + (NDCG@5 + NDCG@10) / 2. Ties go to the smaller weights, and the fit keeps the
 no-label default unless it is strictly better on the held-out examples: that is the shrinkage
 towards the default, and it is what keeps the fitted retriever from falling below dense where
 labels do not transfer (a catalogue whose queries rarely share tools).
@@ -189,7 +189,7 @@ def fuse(per_signal: Mapping[str, SignalScores], weights: FusionWeights) -> list
 
 
 def objective(rankings: Sequence[Sequence[str]], golds: Sequence[Sequence[str]]) -> float:
-    """Mean of S@5, S@10 and half of NDCG@5 and NDCG@10 (each in [0, 1]) over the queries."""
+    """Mean over the queries of S@5 + S@10 + (NDCG@5 + NDCG@10) / 2 (so in [0, 3])."""
     from qta_integrations.metrics import ndcg_at_k, sufficiency_at_k
 
     total = 0.0
