@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
@@ -36,6 +36,12 @@ from qta_integrations.signals import Signal, SignalContext, SignalScores, defaul
 from qta_integrations.tools import Tool, ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int as _check_positive
 from qta_integrations.validation import validate_histories, validate_history, validate_query
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import VectorStore
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.base.embeddings.base import BaseEmbedding
 
 __all__ = ["QTAPipeline", "RetrievalResult", "RetrievedTool", "validate_query"]
 
@@ -169,9 +175,9 @@ class QTAPipeline:
         cls,
         tools: ToolsLike,
         *,
-        embeddings: Any | None = None,
-        vectorstore: Any | None = None,
-        llama_index: Any | None = None,
+        embeddings: Embeddings | BaseEmbedding | None = None,
+        vectorstore: VectorStore | None = None,
+        llama_index: VectorStoreIndex | None = None,
         persist_directory: str | os.PathLike[str] | None = None,
         rewriter: RewriterLike = "default",
         settings: RetrievalSettings | None = None,

@@ -230,8 +230,7 @@ class QTALlamaIndexRetriever(BaseRetriever):
             llama_index=index,
             persist_directory=Path(persist_dir) / CHROMA_DIR if persist_dir is not None else None,
             rewriter=rewriter,
-            settings=settings,
-            **({} if k is None else {"k": k}),
+            settings=(settings or RetrievalSettings()).replace(**({} if k is None else {"k": k})),
         )
         retriever = cls(pipeline, callback_manager=callback_manager, verbose=verbose)
         if persist_dir is not None:
