@@ -26,6 +26,7 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, QueryT
 
 from qta_integrations import persist
 from qta_integrations.index import CHROMA_DIR
+from qta_integrations.memory import MemoryExample
 from qta_integrations.persist import SAVED
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.settings import RetrievalSettings
@@ -236,6 +237,14 @@ class QTALlamaIndexRetriever(BaseRetriever):
         if persist_dir is not None:
             retriever.persist(persist_dir)
         return retriever
+
+    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`)."""
+        return self.pipeline.add_examples(examples, fit=fit)
+
+    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
+        return self.pipeline.remove_examples(queries, fit=fit)
 
     def persist(self, persist_dir: str | os.PathLike[str]) -> None:
         """Save the retriever to ``persist_dir`` (`qta_integrations.persist.save`).
@@ -457,6 +466,14 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         return cls(
             retriever=QTALlamaIndexRetriever.from_persist_dir(persist_dir, tools=tools, **kwargs)
         )
+
+    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`)."""
+        return self.qta_retriever.add_examples(examples, fit=fit)
+
+    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
+        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
+        return self.qta_retriever.remove_examples(queries, fit=fit)
 
     def persist(self, persist_dir: str | os.PathLike[str]) -> None:
         """Save the catalogue, settings and vectors (see `QTALlamaIndexRetriever.persist`)."""

@@ -485,3 +485,26 @@ async def test_agents_accept_it_as_tool_retriever(
     # When the LLM calls a tool, the agent looks it up again by its name.
     called = await agent.get_tools("send_email")
     assert [t.metadata.name for t in called] == ["send_email"]
+
+
+def test_llama_index_retrievers_learn_from_labelled_queries(
+    function_tools: list[FunctionTool],
+) -> None:
+    tool_retriever = QTAToolRetriever.from_defaults(
+        function_tools, embed_model=KeywordEmbeddings(), rewriter=None, k=1
+    )
+    try:
+        node_retriever = tool_retriever.qta_retriever
+        examples = [{"query": "ACME share price today", "tools": ["get_stock_quote"]}]
+        added = tool_retriever.add_examples(examples)
+        assert [e.query for e in added] == ["ACME share price today"]
+        assert len(node_retriever.pipeline.memory) == 1
+        # The same pipeline learns, whichever adapter it is reached through.
+        assert node_retriever.add_examples(examples) == []
+        assert node_retriever.remove_examples("ACME share price today")[0].tool_ids == (
+            "get_stock_quote",
+        )
+        assert len(node_retriever.pipeline.memory) == 0
+        assert tool_retriever.remove_examples(["not stored"]) == []
+    finally:
+        _close(tool_retriever.qta_retriever)
