@@ -212,11 +212,12 @@ class LexicalSignal(Signal):
         self._index = index
         self._memory = memory
         self._lock = threading.Lock()
-        self._expanded: dict[tuple[int, frozenset[str]], BM25ToolIndex] = {}
+        self._expanded: dict[frozenset[str], BM25ToolIndex] = {}
 
     def _index_for(self, skip: frozenset[str]) -> BM25ToolIndex:
         memory = self._memory()
-        key = (id(memory), frozenset(e.entry_id for e in memory) - skip)
+        # An entry id hashes its query and tool ids, so the ids kept determine the expansions.
+        key = frozenset(memory.entry_ids() - skip)
         with self._lock:
             found = self._expanded.get(key)
             if found is None:
