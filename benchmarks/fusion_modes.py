@@ -32,8 +32,8 @@ from _setup import ROOT  # sets the offline environment; import before the packa
 
 from qta_integrations.evaluation import build_pipeline, load_mtrb
 from qta_integrations.evaluation.harness import score_ranking
-from qta_integrations.index import ExactToolIndex
 from qta_integrations.rewriter import HuggingFaceRewriter
+from qta_integrations.stores import ExactToolIndex
 
 METRICS = ("S@5", "S@10", "N@5", "N@10")
 ALPHAS = (0.1, 0.25, 0.5)

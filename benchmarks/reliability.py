@@ -139,7 +139,7 @@ def child_write(path: str, prefix: str, n: int) -> None:
 def child_check(path: str, prefix: str, n: int) -> None:
     """In a fresh process (no cached client): readable? Does a re-sync restore the catalogue?"""
     from qta_integrations import QTAPipeline, ToolCatalog, chroma_tool_index
-    from qta_integrations.index import IndexEntry
+    from qta_integrations.stores import IndexEntry
 
     out: dict[str, Any] = {}
     index = chroma_tool_index(_fake(), persist_directory=path)
@@ -270,7 +270,7 @@ def freed_indexes(count: int, n: int) -> dict[str, Any]:
     import psutil
     from chromadb.config import Settings
 
-    from qta_integrations.index import IndexEntry, chroma_tool_index
+    from qta_integrations.stores import IndexEntry, chroma_tool_index
     from qta_integrations.tools import Tool
 
     entries = [IndexEntry.for_tool(Tool.from_dict(t)) for t in _tools("a", n)]

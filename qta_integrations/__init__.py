@@ -19,17 +19,6 @@ if TYPE_CHECKING:
     from qta_integrations.agents.langgraph import QTAToolSelector, create_qta_agent
     from qta_integrations.embeddings import default_embeddings
     from qta_integrations.fusion import FusionWeights
-    from qta_integrations.index import (
-        ExactToolIndex,
-        IndexEntry,
-        IndexHit,
-        LlamaIndexToolIndex,
-        ToolHit,
-        ToolIndex,
-        VectorStoreToolIndex,
-        chroma_tool_index,
-    )
-    from qta_integrations.lexical import BM25ToolIndex
     from qta_integrations.memory import ExampleMemory
     from qta_integrations.pipeline import QTAPipeline, RetrievalResult, RetrievedTool
     from qta_integrations.prompts import RewriteExample, RewritePrompt, RewriteRequest
@@ -39,6 +28,16 @@ if TYPE_CHECKING:
     from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter, RunnableRewriter
     from qta_integrations.settings import RetrievalSettings
     from qta_integrations.signals import Signal, SignalScores
+    from qta_integrations.stores import (
+        ExactToolIndex,
+        IndexEntry,
+        IndexHit,
+        LlamaIndexToolIndex,
+        ToolHit,
+        ToolIndex,
+        VectorStoreToolIndex,
+        chroma_tool_index,
+    )
     from qta_integrations.tools import Tool, ToolCatalog
     from qta_integrations.training import QTATrainer, QTATrainingConfig
 
@@ -51,14 +50,14 @@ _LAZY: dict[str, str] = {
     "SignalScores": "qta_integrations.signals",
     "Signal": "qta_integrations.signals",
     "RetrievalSettings": "qta_integrations.settings",
-    "IndexHit": "qta_integrations.index",
-    "IndexEntry": "qta_integrations.index",
+    "IndexHit": "qta_integrations.stores",
+    "IndexEntry": "qta_integrations.stores",
     "FusionWeights": "qta_integrations.fusion",
     "ExampleMemory": "qta_integrations.memory",
-    "BM25ToolIndex": "qta_integrations.lexical",
-    "ExactToolIndex": "qta_integrations.index",
+    "BM25ToolIndex": "qta_integrations.stores",
+    "ExactToolIndex": "qta_integrations.stores",
     "HuggingFaceRewriter": "qta_integrations.rewriter",
-    "LlamaIndexToolIndex": "qta_integrations.index",
+    "LlamaIndexToolIndex": "qta_integrations.stores",
     "QTALlamaIndexRetriever": "qta_integrations.retrievers.llama_index",
     "QTAPipeline": "qta_integrations.pipeline",
     "QTARetriever": "qta_integrations.retrievers.langchain",
@@ -77,10 +76,10 @@ _LAZY: dict[str, str] = {
     "SufficiencyNDCG": "qta_integrations.ranking",
     "Tool": "qta_integrations.tools",
     "ToolCatalog": "qta_integrations.tools",
-    "ToolHit": "qta_integrations.index",
-    "ToolIndex": "qta_integrations.index",
-    "VectorStoreToolIndex": "qta_integrations.index",
-    "chroma_tool_index": "qta_integrations.index",
+    "ToolHit": "qta_integrations.stores",
+    "ToolIndex": "qta_integrations.stores",
+    "VectorStoreToolIndex": "qta_integrations.stores",
+    "chroma_tool_index": "qta_integrations.stores",
     "create_qta_agent": "qta_integrations.agents.langgraph",
     "default_embeddings": "qta_integrations.embeddings",
     "fuse_hits": "qta_integrations.ranking",

@@ -18,6 +18,7 @@ __all__ = [
     "LlamaIndexEmbeddingsAdapter",
     "default_embedding_model_path",
     "default_embeddings",
+    "embed_queries",
     "resolve_embeddings",
     "to_llama_index_embeddings",
 ]
@@ -91,6 +92,38 @@ class LlamaIndexEmbeddingsAdapter(Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         """Async query embedding (the model's own async path)."""
         return list(await self.embed_model.aget_query_embedding(text))
+
+
+def embed_queries(embeddings: Embeddings, queries: list[str]) -> list[list[float]]:
+    """Embed several queries in one forward pass where that gives what ``embed_query`` gives.
+
+    LangChain has no batched ``embed_query``. A model whose queries are embedded like its
+    documents (all-MiniLM-L6-v2 and other symmetric models: a ``HuggingFaceEmbeddings`` whose
+    ``query_encode_kwargs`` are unset or equal its ``encode_kwargs``) embeds the batch with one
+    ``embed_documents`` call; any other model (one with a query prompt, say) gets one
+    ``embed_query`` per query, so a batch never changes a query's vector. Your own model can
+    opt in with a class attribute ``queries_embed_as_documents = True``.
+    """
+    if len(queries) > 1 and _queries_embed_as_documents(embeddings):
+        return embeddings.embed_documents(queries)
+    return [embeddings.embed_query(q) for q in queries]
+
+
+def _queries_embed_as_documents(embeddings: Embeddings) -> bool:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    if getattr(embeddings, "queries_embed_as_documents", False) is True or isinstance(
+        embeddings, DeterministicFakeEmbedding
+    ):
+        return True
+    try:
+        from langchain_huggingface import HuggingFaceEmbeddings
+    except ImportError:  # pragma: no cover - langchain-huggingface is a dependency
+        return False
+    if isinstance(embeddings, HuggingFaceEmbeddings):
+        query_kwargs = embeddings.query_encode_kwargs
+        return not query_kwargs or query_kwargs == embeddings.encode_kwargs
+    return False
 
 
 def resolve_embeddings(embeddings: Any | None) -> Embeddings:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from qta_integrations.signals import SignalScores
+from qta_integrations.signals.base import SignalScores
 
 __all__ = [
     "DEFAULT_GRID",

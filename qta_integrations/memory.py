@@ -8,7 +8,7 @@ extend their tools' text for BM25 (`BM25ToolIndex.with_expansions`), and give ea
 prior: how often the labels need it (`qta_integrations.signals.PriorSignal`).
 
 `ExampleMemory` is the list of examples; `QTAPipeline.add_examples` / `remove_examples` keep
-the index in sync with it (namespace ``"examples"`` of `qta_integrations.indexing.sync_index`),
+the index in sync with it (namespace ``"examples"`` of `qta_integrations.stores.sync_index`),
 and it is persisted with the retriever (`QTAPipeline.state_dict`).
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qta_integrations.index import IndexEntry
+from qta_integrations.stores.base import IndexEntry
 
 __all__ = ["ExampleMemory", "MemoryExample"]
 

@@ -310,8 +310,8 @@ def load(
         ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings,
             index or rewriter cannot be rebuilt without being passed in.
     """
-    from qta_integrations.index import load_index
     from qta_integrations.rewriter import resolve_rewriter
+    from qta_integrations.stores import load_index
 
     path = Path(directory)
     config = read_config(path)

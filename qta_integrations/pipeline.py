@@ -17,22 +17,24 @@ from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
-from qta_integrations.index import (
-    IndexEntry,
-    IndexHit,
-    LlamaIndexToolIndex,
-    ToolHit,
-    ToolIndex,
-    VectorStoreToolIndex,
-    chroma_tool_index,
-)
-from qta_integrations.indexing import SyncResult, sync_index
-from qta_integrations.lexical import BM25ToolIndex
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.prompts import RewriteRequest
 from qta_integrations.rewriter import QueryRewriter, resolve_rewriter
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.signals import Signal, SignalContext, SignalScores, default_signals
+from qta_integrations.stores import (
+    BM25ToolIndex,
+    IndexEntry,
+    IndexHit,
+    LlamaIndexToolIndex,
+    SyncResult,
+    ToolHit,
+    ToolIndex,
+    VectorStoreToolIndex,
+    chroma_tool_index,
+    sync_index,
+)
+from qta_integrations.stores.base import tool_hits
 from qta_integrations.tools import Tool, ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int as _check_positive
 from qta_integrations.validation import validate_histories, validate_history, validate_query
@@ -271,7 +273,7 @@ class QTAPipeline:
     # -- indexing ---------------------------------------------------------------------
 
     def index_catalog(self, *, show_progress: bool = False) -> SyncResult:
-        """Sync the index's tools with the catalogue (`qta_integrations.indexing.sync_index`).
+        """Sync the index's tools with the catalogue (`qta_integrations.stores.sync_index`).
 
         New tools are embedded and added, changed ones embedded again, unchanged ones skipped,
         and tools no longer in the catalogue deleted; stored examples are left alone.
@@ -476,7 +478,7 @@ class QTAPipeline:
         # search again only for a query whose nearest entries were nearly all examples.
         depth = self._entry_depth(k)
         batches = self.index.search_entries_many(list(queries), depth)
-        hits = [_tool_hits(h)[:k] for h in batches]
+        hits = [tool_hits(h)[:k] for h in batches]
         short = [
             i
             for i, (h, b) in enumerate(zip(hits, batches, strict=True))
@@ -507,7 +509,7 @@ class QTAPipeline:
         rewriter = self.rewriter if weights.uses_rewrite else None
         if rewriter is not None:
             requests = [
-                self.rewrite_request(q, _tool_hits(h), hist)
+                self.rewrite_request(q, tool_hits(h), hist)
                 for q, h, hist in zip(queries, entry_hits, histories, strict=True)
             ]
             generated = rewriter.rewrite_batch(requests)
@@ -627,7 +629,7 @@ class QTAPipeline:
         rewrite_hits: list[ToolHit] | None = None
         rewriter = self.rewriter if weights.uses_rewrite else None
         if rewriter is not None:
-            request = self.rewrite_request(query, _tool_hits(entry_hits), history)
+            request = self.rewrite_request(query, tool_hits(entry_hits), history)
             generated = await rewriter.arewrite(request)
             if generated != query:
                 rewrite, rewrite_hits = generated, await self.index.asearch(generated, depth)
@@ -661,10 +663,6 @@ class QTAPipeline:
         queries: Sequence[str], histories: Sequence[Sequence[str]] | None
     ) -> list[tuple[str, ...]]:
         return validate_histories(queries, histories)
-
-
-def _tool_hits(hits: Sequence[IndexHit]) -> list[ToolHit]:
-    return [ToolHit(h.tool_ids[0], h.score) for h in hits if h.kind == "tool"]
 
 
 def _adapter_retrieval_state(rewriter: Any) -> dict[str, Any] | None:

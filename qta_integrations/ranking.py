@@ -24,8 +24,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from qta_integrations.index import ToolHit
 from qta_integrations.metrics import ndcg_at_k, sufficiency_at_k
+from qta_integrations.stores import ToolHit
 
 __all__ = ["RankingFunction", "SufficiencyNDCG", "fuse_hits"]
 

@@ -38,6 +38,9 @@ class KeywordEmbeddings(Embeddings):
     get similar vectors, so retrieval tests can assert which tool wins.
     """
 
+    queries_embed_as_documents = True
+    """A query is embedded like a document (`qta_integrations.embeddings.embed_queries`)."""
+
     def __init__(self, size: int = 256) -> None:
         self.size = size
 

@@ -23,10 +23,10 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
-from qta_integrations.index import ToolHit
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.retrievers import as_pipeline
+from qta_integrations.stores import ToolHit
 from qta_integrations.tools import Tool, ToolCatalog
 from qta_integrations.validation import check_positive_int, has_visible_text
 

@@ -1,5 +1,5 @@
-"""The BM25 baseline: `qta_integrations.lexical.BM25ToolIndex`, re-exported here."""
+"""The BM25 baseline: `qta_integrations.stores.BM25ToolIndex`, re-exported here."""
 
-from qta_integrations.lexical import BM25ToolIndex
+from qta_integrations.stores import BM25ToolIndex
 
 __all__ = ["BM25ToolIndex"]

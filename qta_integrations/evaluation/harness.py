@@ -356,7 +356,7 @@ def build_pipeline(
         ValueError: for an unknown method, or options the method does not take.
     """
     from qta_integrations.embeddings import resolve_embeddings
-    from qta_integrations.index import ExactToolIndex, ToolIndex
+    from qta_integrations.stores import ExactToolIndex, ToolIndex
 
     if method not in METHODS:
         msg = f"Unknown method {method!r}; choose from {list(METHODS)}."
@@ -372,7 +372,7 @@ def build_pipeline(
         raise ValueError(msg)
     index: ToolIndex
     if method == "bm25":
-        from qta_integrations.lexical import BM25ToolIndex
+        from qta_integrations.stores import BM25ToolIndex
 
         index = BM25ToolIndex()
     else:

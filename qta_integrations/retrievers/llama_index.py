@@ -25,11 +25,11 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, QueryType, TextNode
 
 from qta_integrations import persist
-from qta_integrations.index import CHROMA_DIR
 from qta_integrations.memory import MemoryExample
 from qta_integrations.persist import SAVED
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.settings import RetrievalSettings
+from qta_integrations.stores.chroma import CHROMA_DIR
 from qta_integrations.tools import ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int, check_storage_directory, validate_query
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qta_integrations.index import ExactToolIndex
 from qta_integrations.ranking import RankingFunction, fuse_hits
+from qta_integrations.stores import ExactToolIndex
 from qta_integrations.tools import ToolCatalog, read_numbered_records
 from qta_integrations.validation import validate_query
 

@@ -41,12 +41,12 @@ from qta_integrations.adapter import (
     write_adapter,
 )
 from qta_integrations.embeddings import resolve_embeddings
-from qta_integrations.index import ExactToolIndex, ToolIndex
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
 from qta_integrations.retrievers import as_pipeline
 from qta_integrations.rewriter import HuggingFaceRewriter, resolve_rewriter
+from qta_integrations.stores import ExactToolIndex, ToolIndex
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training.config import QTATrainingConfig
 from qta_integrations.training.pairs import (

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from qta_integrations.index import IndexEntry, VectorStoreToolIndex, chroma_tool_index, load_index
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.stores import IndexEntry, VectorStoreToolIndex, chroma_tool_index, load_index
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 from tests.conftest import TOOLS, CountingEmbeddings

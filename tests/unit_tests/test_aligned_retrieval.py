@@ -27,10 +27,10 @@ from qta_integrations.fusion import (
     fuse,
     objective,
 )
-from qta_integrations.index import ExactToolIndex, IndexHit, LlamaIndexToolIndex
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.signals import MemorySignal, Signal, SignalContext, SignalScores
+from qta_integrations.stores import ExactToolIndex, IndexHit, LlamaIndexToolIndex
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training import QTATrainer, QTATrainingConfig

@@ -15,9 +15,9 @@ from filelock import FileLock
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from qta_integrations import QTARetriever
-from qta_integrations.index import LOCK_FILE, IndexEntry, chroma_tool_index
-from qta_integrations.indexing import sync_index
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.stores import IndexEntry, chroma_tool_index, sync_index
+from qta_integrations.stores.chroma import LOCK_FILE
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 from tests.conftest import TOOLS

@@ -18,8 +18,8 @@ from qta_integrations.evaluation import (
 )
 from qta_integrations.evaluation.harness import score_ranking
 from qta_integrations.fusion import FusionWeights
-from qta_integrations.index import ExactToolIndex
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.stores import ExactToolIndex
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 from tests.conftest import CountingRewriter

@@ -11,8 +11,8 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from qta_integrations import QTARetriever
 from qta_integrations.fusion import FusionWeights
-from qta_integrations.index import chroma_tool_index
 from qta_integrations.settings import RetrievalSettings
+from qta_integrations.stores import chroma_tool_index
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from tests.conftest import TOOLS
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from qta_integrations.index import ExactToolIndex
 from qta_integrations.ranking import SufficiencyNDCG
+from qta_integrations.stores import ExactToolIndex
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training import (

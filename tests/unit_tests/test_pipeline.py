@@ -10,16 +10,16 @@ from llama_index.core import VectorStoreIndex
 
 from qta_integrations.embeddings import to_llama_index_embeddings
 from qta_integrations.fusion import FusionWeights
-from qta_integrations.index import (
+from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.ranking import fuse_hits
+from qta_integrations.settings import RetrievalSettings
+from qta_integrations.stores import (
     ExactToolIndex,
     LlamaIndexToolIndex,
     ToolHit,
     ToolIndex,
     VectorStoreToolIndex,
 )
-from qta_integrations.pipeline import QTAPipeline, RetrievalResult
-from qta_integrations.ranking import fuse_hits
-from qta_integrations.settings import RetrievalSettings
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 

@@ -8,9 +8,9 @@ import pytest
 
 from qta_integrations import QTALlamaIndexRetriever, QTAPipeline, QTARetriever, QTAToolRetriever
 from qta_integrations.agents.langgraph import QTAToolSelector, bigtool_retrieve_functions
-from qta_integrations.index import ExactToolIndex
 from qta_integrations.prompts import RewriteRequest
 from qta_integrations.settings import RetrievalSettings
+from qta_integrations.stores import ExactToolIndex
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.validation import check_fetch_k, validate_histories

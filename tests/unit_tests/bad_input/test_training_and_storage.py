@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qta_integrations import QTALlamaIndexRetriever, QTAPipeline, QTARetriever
-from qta_integrations.index import chroma_tool_index
+from qta_integrations.stores import chroma_tool_index
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training.pairs import load_examples

@@ -14,22 +14,24 @@ from llama_index.core import VectorStoreIndex
 
 from qta_integrations.embeddings import to_llama_index_embeddings
 from qta_integrations.evaluation import BM25ToolIndex
-from qta_integrations.index import (
+from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.stores import (
     ExactToolIndex,
     IndexEntry,
     IndexHit,
     LlamaIndexToolIndex,
+    RecordManager,
+    SyncResult,
     ToolHit,
     ToolIndex,
     VectorStoreToolIndex,
     chroma_tool_index,
+    sync_index,
 )
-from qta_integrations.indexing import RecordManager, SyncResult, sync_index
-from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 from tests.conftest import TOOLS, CountingEmbeddings
-from tests.unit_tests.test_index import AppendOnlyTextStore
+from tests.unit_tests.test_stores import AppendOnlyTextStore
 
 BACKENDS = ["chroma_memory", "chroma_disk", "in_memory_vector_store", "llama_index", "exact"]
 
@@ -373,11 +375,11 @@ def test_a_store_that_cannot_list_warns_once_then_uses_the_record(
     embed_model = to_llama_index_embeddings(KeywordEmbeddings())
     index = LlamaIndexToolIndex(VectorStoreIndex.from_vector_store(store, embed_model=embed_model))
     assert index.list_entries() is None
-    with caplog.at_level(logging.WARNING, logger="qta_integrations.indexing"):
+    with caplog.at_level(logging.WARNING, logger="qta_integrations.stores.sync"):
         sync_index(index, _tool_entries(_tools()), namespace="tools")
     assert "cannot list its entries" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="qta_integrations.indexing"):
+    with caplog.at_level(logging.WARNING, logger="qta_integrations.stores.sync"):
         result = sync_index(index, _tool_entries(_changed_catalogue()), namespace="tools")
     assert caplog.text == ""
     assert result == SyncResult(num_added=1, num_updated=1, num_skipped=3, num_deleted=2)

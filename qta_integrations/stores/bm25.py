@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from qta_integrations.index import ScoredToolIndex
+from qta_integrations.stores.base import ScoredToolIndex
 from qta_integrations.tools import Tool
 
 __all__ = ["BM25ToolIndex"]
@@ -55,7 +55,7 @@ class BM25ToolIndex(ScoredToolIndex):
         .. code-block:: python
 
             from qta_integrations import Tool
-            from qta_integrations.lexical import BM25ToolIndex
+            from qta_integrations.stores import BM25ToolIndex
 
             index = BM25ToolIndex()
             index.add_tools([

@@ -19,7 +19,7 @@ from llama_index.core.vector_stores.types import (
 from pydantic import PrivateAttr
 
 from qta_integrations.embeddings import to_llama_index_embeddings
-from qta_integrations.index import (
+from qta_integrations.stores import (
     ExactToolIndex,
     IndexEntry,
     IndexHit,
@@ -288,7 +288,7 @@ def test_llama_index_store_without_delete_warns(
 ) -> None:
     store = AppendOnlyTextStore(supports_delete=False)
     index = LlamaIndexToolIndex(_llama_index(store))
-    with caplog.at_level(logging.WARNING, logger="qta_integrations.index"):
+    with caplog.at_level(logging.WARNING, logger="qta_integrations.stores.llama_index"):
         index.add_tools(list(catalog))
     assert "AppendOnlyTextStore cannot delete nodes by id" in caplog.text
 

@@ -1,0 +1,26 @@
+"""``dense``: query <-> tool similarity from the wrapped store, standardised."""
+
+from __future__ import annotations
+
+from qta_integrations.signals.base import (
+    Signal,
+    SignalContext,
+    SignalScores,
+    standardise,
+    tool_pairs,
+)
+
+__all__ = ["DenseSignal"]
+
+
+class DenseSignal(Signal):
+    """Query <-> tool similarity from the wrapped store (see the module docstring)."""
+
+    name = "dense"
+
+    def scores(self, context: SignalContext) -> list[SignalScores]:
+        """Standardised similarities of the fetched tools."""
+        return [
+            standardise(tool_pairs(hits, context.depth), normalize=context.normalize)
+            for hits in context.entry_hits
+        ]

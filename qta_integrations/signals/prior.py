@@ -1,0 +1,31 @@
+"""``prior``: the fraction of labelled examples that need the tool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qta_integrations.memory import ExampleMemory
+from qta_integrations.signals.base import Signal, SignalContext, SignalScores
+
+__all__ = ["PriorSignal"]
+
+
+class PriorSignal(Signal):
+    """The fraction of labelled examples that need the tool."""
+
+    name = "prior"
+
+    def __init__(self, memory: Callable[[], ExampleMemory]) -> None:
+        self._memory = memory
+
+    def scores(self, context: SignalContext) -> list[SignalScores]:
+        """The same prior for every query (without its own example when fitting)."""
+        memory = self._memory()
+        cache: dict[frozenset[str], SignalScores] = {}
+        out = []
+        for position in range(len(context.queries)):
+            skip = context.excluded(position)
+            if skip not in cache:
+                cache[skip] = SignalScores(memory.prior(exclude=skip) if len(memory) else {}, 0.0)
+            out.append(cache[skip])
+        return out
