@@ -278,14 +278,62 @@ class QTAPipeline:
         New tools are embedded and added, changed ones embedded again, unchanged ones skipped,
         and tools no longer in the catalogue deleted; stored examples are left alone.
         """
+        return self._sync_tools(self.catalog, show_progress=show_progress)
+
+    def _sync_tools(self, catalog: ToolCatalog, *, show_progress: bool = False) -> SyncResult:
         return sync_index(
             self.index,
-            [IndexEntry.for_tool(t) for t in self.catalog],
+            [IndexEntry.for_tool(t) for t in catalog],
             namespace="tools",
             record_manager=self.index.record_manager,
-            batch_size=INDEX_BATCH_SIZE,
             show_progress=show_progress,
         )
+
+    def update_catalog(self, tools: ToolsLike, *, show_progress: bool = False) -> SyncResult:
+        """Replace the catalogue with ``tools`` and sync the index with it.
+
+        For a tool list that changed (an MCP server's, after a re-listing): added tools are
+        embedded, edited ones embedded again, unchanged ones skipped, removed ones deleted
+        (`index_catalog`). Labelled examples that name a tool no longer in the catalogue are
+        dropped, with a warning, and the fusion is refitted on the rest.
+
+        Args:
+            tools: The new catalogue: anything `ToolCatalog.from_any` accepts.
+            show_progress: Show a progress bar while indexing.
+
+        Returns:
+            What the sync of the tools did (`SyncResult`).
+
+        Raises:
+            ValueError: for an invalid catalogue (the index is left as it was).
+            TypeError: for an unsupported ``tools`` argument.
+
+        Example:
+            .. code-block:: python
+
+                result = pipeline.update_catalog(new_tools)
+                print(result.num_added, result.num_updated, result.num_deleted)
+        """
+        catalog = ToolCatalog.from_any(tools)
+        # Index first, then swap: a concurrent retrieval never meets an unindexed tool.
+        result = self._sync_tools(catalog, show_progress=show_progress)
+        self.catalog = catalog
+        self._lexical_index = None  # rebuilt from the new catalogue on first use
+        stale = [e for e in self.memory if any(t not in catalog for t in e.tool_ids)]
+        if stale:
+            logger.warning(
+                "%d of %d labelled examples name tools that left the catalogue (e.g. %r for %r);"
+                " they are dropped and the fusion is refitted on the %d left.",
+                len(stale),
+                len(self.memory),
+                sorted(t for t in stale[0].tool_ids if t not in catalog),
+                stale[0].query,
+                len(self.memory) - len(stale),
+            )
+            self.memory.remove(e.query for e in stale)
+            self._sync_examples()
+            self.fit_fusion()
+        return result
 
     # -- labelled examples --------------------------------------------------------------
 

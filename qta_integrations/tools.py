@@ -1,129 +1,24 @@
-"""The tool catalogue: `Tool` records and the `ToolCatalog` that validates them.
+"""The tool catalogue: the `ToolCatalog` that validates `Tool` records as a whole.
 
-Every other part of the package speaks in tool ids; this module is the one place that turns
-whatever the user has (dicts, JSON/JSONL files, LangChain tools, LlamaIndex tools) into
-validated `Tool` records.
+Every other part of the package speaks in tool ids; this module is the one place that checks
+a catalogue (unique ids, non-empty descriptions, not empty). Where the tools come from is the
+job of the sources (`qta_integrations.sources`: JSON/JSONL files, LangChain tools, LlamaIndex
+tools, MCP servers); the constructors here (`ToolCatalog.from_file`, `from_langchain_tools`,
+`from_llama_index_tools`, `from_any`) are their public entry points. `Tool` and
+`ToolParameter` are defined in `qta_integrations.sources.base` and exported here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from qta_integrations.sources.base import Tool, ToolParameter, parameters_from_schema
+from qta_integrations.sources.files import tools_from_file
 from qta_integrations.validation import describe
 
-__all__ = ["Tool", "ToolCatalog", "ToolsLike"]
-
-
-@dataclass(frozen=True)
-class Tool:
-    """One tool in the catalogue.
-
-    Attributes:
-        id: Unique, stable identifier. Used as the vector-store id and in labels.
-        name: Human-readable name (for LangChain/LlamaIndex tools, the name the model calls).
-        description: What the tool does. This is what retrieval matches against.
-        metadata: Free-form extra fields, kept in the index and returned with results.
-        obj: The original framework object (a LangChain ``BaseTool`` or LlamaIndex tool), if
-            the tool was built from one, so that agents get back something they can call.
-
-    Example:
-        .. code-block:: python
-
-            from qta_integrations import Tool
-
-            tool = Tool(id="weather", name="get_weather", description="Current weather for a city.")
-            print(tool.text)  # get_weather: Current weather for a city.
-    """
-
-    id: str
-    name: str
-    description: str
-    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    obj: Any = field(default=None, compare=False, repr=False)
-
-    @property
-    def text(self) -> str:
-        """The text that is embedded and shown to the rewriter: ``"name: description"``."""
-        if not self.name or self.name == self.description:
-            return self.description
-        return f"{self.name}: {self.description}"
-
-    @classmethod
-    def from_dict(
-        cls, data: Mapping[str, Any], *, position: int | None = None, source: str | None = None
-    ) -> Tool:
-        """Build a tool from a mapping with ``id``, ``name`` and ``description`` keys.
-
-        ``id`` must be a string or an int (converted to a string); it defaults to ``name`` when
-        missing. ``name`` defaults to the id when missing; when given it must be a string
-        (``""`` means no name: the description alone is embedded). Every other key goes to
-        ``metadata``.
-
-        Args:
-            data: The record.
-            position: Its 0-based position in a list, named in errors.
-            source: Where it came from, named in errors (e.g. ``"line 3 of 'tools.jsonl'"``).
-
-        Raises:
-            TypeError: if ``data`` is not a mapping, or the id, name or description has the
-                wrong type.
-            ValueError: if neither ``id`` nor ``name`` is given, or the name is only whitespace.
-        """
-        where = f"tool #{position}" if position is not None else "tool"
-        if source:
-            where = f"{where} ({source})"
-        if not isinstance(data, Mapping):
-            msg = (
-                f"{where} must be a mapping with 'id', 'name' and 'description', got "
-                f"{type(data).__name__}: {describe(data)}."
-            )
-            raise TypeError(msg)
-        raw_id = data.get("id", data.get("name"))
-        if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-            msg = (
-                f"{where} has no 'id' (and no 'name' to use as one): {describe(dict(data))}. "
-                "Add an 'id'."
-            )
-            raise ValueError(msg)
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            key = "id" if "id" in data else "name"
-            msg = (
-                f"{where} has {key} {describe(raw_id)} of type {type(raw_id).__name__}; tool ids "
-                'must be strings (ints are converted). Use a string such as "get_weather".'
-            )
-            raise TypeError(msg)
-        tool_id = str(raw_id)
-        name = data.get("name", tool_id)
-        if not isinstance(name, str):
-            msg = (
-                f"{where} (id {tool_id!r}) has name {describe(name)} of type "
-                f"{type(name).__name__}; a name must be a string. Give the tool a name, or "
-                "leave 'name' out to use the id."
-            )
-            raise TypeError(msg)
-        if name and not name.strip():
-            msg = (
-                f"{where} (id {tool_id!r}) has a blank name {name!r}. Give the tool a name, "
-                "use \"\" for no name (the description alone is embedded), or leave 'name' out."
-            )
-            raise ValueError(msg)
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            msg = (
-                f"{where} (id {tool_id!r}) has a non-string description {describe(description)}."
-                " Write one sentence saying what the tool does."
-            )
-            raise TypeError(msg)
-        extra = {k: v for k, v in data.items() if k not in {"id", "name", "description"}}
-        return cls(id=tool_id, name=name, description=description, metadata=extra)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-serialisable form (``obj`` is not serialised)."""
-        return {"id": self.id, "name": self.name, "description": self.description, **self.metadata}
+__all__ = ["Tool", "ToolCatalog", "ToolParameter", "ToolsLike", "parameters_from_schema"]
 
 
 ToolsLike = Any
@@ -200,59 +95,25 @@ class ToolCatalog(Sequence[Tool]):
             ValueError: for a file that is not JSON/JSONL, holds no tools, or a bad record
                 (also one of the wrong type: it is the file's content that is wrong).
         """
-        path = Path(path)
-        shown = str(path)
-        tools: list[Tool] = []
-        lines: dict[str, int] = {}
-        for position, (line, record) in enumerate(read_numbered_records(path)):
-            source = f"line {line} of {shown!r}"
-            if require_names and isinstance(record, Mapping) and "name" not in record:
-                msg = (
-                    f'tool #{position} ({source}) has no \'name\'. Add one ("name": "" '
-                    "indexes the description alone), or opt in to using the id as the name "
-                    "(names_from_ids=True; CLI: --names-from-ids)."
-                )
-                raise ValueError(msg)
-            try:
-                tool = Tool.from_dict(record, position=position, source=source)
-            except TypeError as err:  # the file's content is wrong, not the argument's type
-                raise ValueError(str(err)) from None
-            if tool.id in lines:
-                msg = (
-                    f"Duplicate tool id {tool.id!r} on lines {lines[tool.id]} and {line} of "
-                    f"{shown!r}. Tool ids must be unique: rename one of the tools or give it an "
-                    "explicit 'id'."
-                )
-                raise ValueError(msg)
-            if not tool.description.strip():
-                msg = (
-                    f"Tool {tool.id!r} ({source}) has an empty description. Retrieval matches "
-                    "on the description: write one sentence saying what the tool does."
-                )
-                raise ValueError(msg)
-            lines[tool.id] = line
-            tools.append(tool)
-        if not tools:
-            msg = f"{shown!r} holds no tools (an empty list). Add at least one tool record."
-            raise ValueError(msg)
-        return cls(tools)
+        return cls(tools_from_file(path, require_names=require_names))
 
     @classmethod
     def from_langchain_tools(cls, tools: Iterable[Any]) -> ToolCatalog:
-        """Build from LangChain ``BaseTool`` objects; the tool name is the id."""
-        return cls(
-            Tool(id=t.name, name=t.name, description=t.description or "", obj=t) for t in tools
-        )
+        """Build from LangChain ``BaseTool`` objects; the tool name is the id.
+
+        A tool with an args schema indexes its parameters too (see
+        `qta_integrations.sources.langchain`).
+        """
+        from qta_integrations.sources.langchain import tools_from_langchain
+
+        return cls(tools_from_langchain(tools))
 
     @classmethod
     def from_llama_index_tools(cls, tools: Iterable[Any]) -> ToolCatalog:
         """Build from LlamaIndex tools (``FunctionTool`` etc.); ``metadata.name`` is the id."""
-        built = []
-        for t in tools:
-            meta = t.metadata
-            name = meta.get_name() if hasattr(meta, "get_name") else meta.name
-            built.append(Tool(id=name, name=name, description=meta.description or "", obj=t))
-        return cls(built)
+        from qta_integrations.sources.llama_index import tools_from_llama_index
+
+        return cls(tools_from_llama_index(tools))
 
     @classmethod
     def from_any(cls, tools: ToolsLike) -> ToolCatalog:
@@ -289,9 +150,13 @@ class ToolCatalog(Sequence[Tool]):
             return cls(items)
         if isinstance(first, Mapping):
             return cls.from_dicts(items)
-        if _is_langchain_tool(first):
+        from qta_integrations.sources.langchain import is_langchain_tool
+
+        if is_langchain_tool(first):
             return cls.from_langchain_tools(items)
-        if _is_llama_index_tool(first):
+        from qta_integrations.sources.llama_index import is_llama_index_tool
+
+        if is_llama_index_tool(first):
             return cls.from_llama_index_tools(items)
         msg = (
             f"Unsupported tool type {type(first).__name__}. Pass Tool records, dicts with "
@@ -360,122 +225,3 @@ class ToolCatalog(Sequence[Tool]):
 
     def __repr__(self) -> str:
         return f"ToolCatalog({len(self)} tools)"
-
-
-def read_records(path: str | Path) -> list[Any]:
-    """Read the records of a JSON or JSONL file (see `read_numbered_records`)."""
-    return [record for _, record in read_numbered_records(path)]
-
-
-def read_numbered_records(path: str | Path) -> list[tuple[int, Any]]:
-    """Read the records of a JSON or JSONL file, each with the 1-based line it starts on.
-
-    The format is decided by the content, not the file name: a file whose first non-blank
-    character is ``[`` or ``{`` and that parses as one JSON document is JSON (a list of
-    records, or one record); anything else is JSONL, one JSON value per non-blank line. A
-    UTF-8 byte-order mark is ignored.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-        IsADirectoryError: if ``path`` is a directory.
-        ValueError: if the file is empty, not UTF-8, or not valid JSON / JSONL; the message
-            names the file, the line (and column) and what to do.
-    """
-    path = Path(path)
-    shown = str(path)
-    if not path.exists():
-        msg = f"File not found: {shown!r}. Pass the path of an existing JSON or JSONL file."
-        raise FileNotFoundError(msg)
-    if path.is_dir():
-        msg = f"{shown!r} is a directory, not a file. Pass the JSON or JSONL file inside it."
-        raise IsADirectoryError(msg)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        msg = (
-            f"{shown!r} is not UTF-8 text (byte {err.start}: {err.reason}). Save it as UTF-8 "
-            "JSON or JSONL."
-        )
-        raise ValueError(msg) from None
-    stripped = text.lstrip()
-    if not stripped:
-        msg = (
-            f"{shown!r} is empty. Write a JSON list of records, or one JSON object per line "
-            "(JSONL)."
-        )
-        raise ValueError(msg)
-    document_error: json.JSONDecodeError | None = None
-    if stripped[0] in "[{":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            document_error = err
-        else:
-            if isinstance(data, list):
-                return list(zip(_item_lines(text), data, strict=True))
-            return [(text.count("\n", 0, len(text) - len(stripped)) + 1, data)]
-        if stripped[0] == "[":
-            raise _json_error(shown, document_error) from None
-    records: list[tuple[int, Any]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as err:
-            if not records and document_error is not None:
-                # Starts like one JSON object but is neither that nor JSONL: report the document.
-                raise _json_error(shown, document_error) from None
-            msg = (
-                f"Line {number} of {shown!r} is not valid JSON ({err.msg} at column {err.colno})"
-                f": {describe(line.strip())}. Each non-blank line of a JSONL file must be one "
-                "JSON object; fix or delete that line."
-            )
-            raise ValueError(msg) from None
-    return records
-
-
-def _json_error(shown: str, err: json.JSONDecodeError) -> ValueError:
-    msg = (
-        f"{shown!r} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}. Fix "
-        "that line, or write the records as JSONL (one JSON object per line)."
-    )
-    return ValueError(msg)
-
-
-def _item_lines(text: str) -> list[int]:
-    """The line on which each item of the top-level JSON list in ``text`` starts."""
-    decoder = json.JSONDecoder()
-    whitespace = " \t\n\r"
-    pos = text.index("[") + 1
-    line, counted = 1, 0
-    lines: list[int] = []
-    while True:
-        while pos < len(text) and text[pos] in whitespace:
-            pos += 1
-        if pos >= len(text) or text[pos] == "]":
-            return lines
-        line += text.count("\n", counted, pos)
-        counted = pos
-        lines.append(line)
-        _, pos = decoder.raw_decode(text, pos)
-        while pos < len(text) and text[pos] in whitespace:
-            pos += 1
-        if pos < len(text) and text[pos] == ",":
-            pos += 1
-
-
-def _is_langchain_tool(obj: Any) -> bool:
-    try:
-        from langchain_core.tools import BaseTool
-    except ImportError:  # pragma: no cover - langchain-core is a dependency
-        return False
-    return isinstance(obj, BaseTool)
-
-
-def _is_llama_index_tool(obj: Any) -> bool:
-    try:
-        from llama_index.core.tools.types import BaseTool
-    except ImportError:  # pragma: no cover - llama-index-core is a dependency
-        return False
-    return isinstance(obj, BaseTool)

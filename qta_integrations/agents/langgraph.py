@@ -26,8 +26,9 @@ from langgraph.graph import MessagesState
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.retrievers import as_pipeline
+from qta_integrations.sources.langchain import tool_from_langchain
 from qta_integrations.stores import ToolHit
-from qta_integrations.tools import Tool, ToolCatalog
+from qta_integrations.tools import ToolCatalog
 from qta_integrations.validation import check_positive_int, has_visible_text
 
 __all__ = [
@@ -165,10 +166,7 @@ def _registry(tools: ToolsArg | None, catalog: ToolCatalog | None) -> dict[str, 
 
 
 def _catalog_from_registry(registry: Mapping[str, BaseTool]) -> ToolCatalog:
-    return ToolCatalog(
-        Tool(id=tool_id, name=tool.name, description=tool.description or "", obj=tool)
-        for tool_id, tool in registry.items()
-    )
+    return ToolCatalog(tool_from_langchain(t, tool_id=tool_id) for tool_id, t in registry.items())
 
 
 class QTAToolSelector:
@@ -237,7 +235,24 @@ class QTAToolSelector:
         self.k = k or self.pipeline.k
         self.context_turns = context_turns
         self.context_weight = context_weight
-        self.tools: dict[str, BaseTool] = _registry(tools, self.pipeline.catalog)
+        self._given = tools
+        catalog = self.pipeline.catalog
+        self._registry: tuple[ToolCatalog, dict[str, BaseTool]] = (
+            catalog,
+            _registry(tools, catalog),
+        )
+
+    @property
+    def tools(self) -> dict[str, BaseTool]:
+        """Tool id -> LangChain tool, for the pipeline's current catalogue.
+
+        Built again when the catalogue is replaced (`QTAPipeline.update_catalog`), so tools
+        taken from the catalogue (``tools=None``) follow a re-sync.
+        """
+        catalog = self.pipeline.catalog
+        if self._registry[0] is not catalog:
+            self._registry = (catalog, _registry(self._given, catalog))
+        return self._registry[1]
 
     # -- selection ----------------------------------------------------------------------
 
@@ -310,7 +325,7 @@ class QTAToolSelector:
 
 def create_qta_agent(
     model: Any,
-    tools: ToolsArg,
+    tools: ToolsArg | None = None,
     retriever: Any | None = None,
     *,
     k: int | None = None,
@@ -330,6 +345,8 @@ def create_qta_agent(
     Args:
         model: A LangChain chat model with ``bind_tools``.
         tools: LangChain tools or functions (keyed by name), or a ``{tool_id: tool}`` mapping.
+            Default: the tools the retriever's catalogue was built from (for example
+            `QTARetriever.from_mcp`'s MCP tools).
         retriever: A `QTARetriever` or `QTAPipeline` over the same tools. Default: a pipeline
             with the default embeddings and rewriter, built from ``tools``.
         k: Tools bound per turn; default the pipeline's ``k``.
@@ -340,7 +357,9 @@ def create_qta_agent(
         name: The compiled graph's name.
 
     Returns:
-        The compiled graph; invoke it with ``{"messages": [("user", "...")]}``.
+        The compiled graph; invoke it with ``{"messages": [("user", "...")]}`` (``ainvoke``
+        for async tools such as MCP's). Its ``tools`` node holds the tools of the catalogue
+        it was built with: after `QTAPipeline.update_catalog`, build the agent again.
 
     Example:
         .. code-block:: python
@@ -356,6 +375,9 @@ def create_qta_agent(
     from langgraph.prebuilt import ToolNode, tools_condition
 
     if retriever is None:
+        if tools is None:
+            msg = "create_qta_agent needs tools=, retriever=, or both."
+            raise ValueError(msg)
         registry = _registry(tools, None)
         retriever = QTAPipeline.from_tools(_catalog_from_registry(registry))
     selector = QTAToolSelector(

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qta_integrations.tools import Tool, ToolCatalog, read_numbered_records
+from qta_integrations.sources.files import read_numbered_records
+from qta_integrations.tools import Tool, ToolCatalog
 from qta_integrations.validation import describe, validate_query
 
 __all__ = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,9 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from qta_integrations.memory import MemoryExample
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.settings import RetrievalSettings
+from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
+from qta_integrations.stores import SyncResult
+from qta_integrations.tools import ToolsLike
 from qta_integrations.validation import (
     check_positive_int,
     check_storage_directory,
@@ -104,6 +108,14 @@ class QTARetriever(BaseRetriever):
 
             li_retriever = retriever.as_llama_index_retriever()   # NodeWithScore results
             tool_retriever = retriever.as_tool_retriever()         # for agents' tool_retriever=
+
+    From MCP servers (``pip install -e ".[mcp]"``):
+        .. code-block:: python
+
+            connections = {"weather": {"transport": "streamable_http",
+                                       "url": "http://127.0.0.1:8000/mcp"}}
+            retriever = await QTARetriever.afrom_mcp(connections, k=3)
+            print((await retriever.ainvoke("forecast for Oslo"))[0].id)  # weather.get_forecast
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -212,6 +224,86 @@ class QTARetriever(BaseRetriever):
         result = await self.core.aretrieve(query, k=self.k if k is None else k, history=history)
         return result_to_documents(result)
 
+    @classmethod
+    def from_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTARetriever:
+        """Build the retriever over every tool of some MCP servers.
+
+        The tools are listed with `qta_integrations.sources.mcp.load_mcp_tools`: ids are
+        ``"<server>.<tool>"``, each document's ``metadata`` names its ``mcp_server``, and the
+        catalogue's tools are the LangChain tools to bind and call (async: ``ainvoke``). In
+        async code use `afrom_mcp`.
+
+        Args:
+            connections: Server name -> connection, as ``MultiServerMCPClient`` takes them.
+            tool_name_prefix: Bind tools as ``"<server>_<tool>"`` (needed when two servers
+                have a tool of the same name).
+            timeout: Seconds each server has to list its tools.
+            **kwargs: `QTARetriever` fields: ``k``, ``embeddings``, ``vectorstore``,
+                ``rewriter`` ...
+
+        Raises:
+            ImportError: without the ``mcp`` extra.
+            ConnectionError: if a server cannot be reached or started.
+            TimeoutError: if a server does not answer in time.
+            ValueError: for bad connections or tools (see `load_mcp_tools`).
+
+        Example:
+            .. code-block:: python
+
+                connections = {
+                    "weather": {"transport": "stdio", "command": "python",
+                                "args": ["weather_server.py"]},
+                    "crm": {"transport": "streamable_http", "url": "http://127.0.0.1:8000/mcp"},
+                }
+                retriever = QTARetriever.from_mcp(connections, k=5)
+        """
+        from qta_integrations.sources.mcp import load_mcp_tools
+
+        tools = load_mcp_tools(connections, tool_name_prefix=tool_name_prefix, timeout=timeout)
+        return cls(tools=tools, **kwargs)
+
+    @classmethod
+    async def afrom_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTARetriever:
+        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
+        from qta_integrations.sources.mcp import aload_mcp_tools
+
+        tools = await aload_mcp_tools(
+            connections, tool_name_prefix=tool_name_prefix, timeout=timeout
+        )
+        return await asyncio.to_thread(lambda: cls(tools=tools, **kwargs))
+
+    def update_catalog(self, tools: ToolsLike) -> SyncResult:
+        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`).
+
+        Only new and edited tools are embedded; removed ones leave the index, and labelled
+        examples that name them are dropped (with a warning).
+
+        Example:
+            .. code-block:: python
+
+                from qta_integrations.sources.mcp import aload_mcp_tools
+
+                result = retriever.update_catalog(await aload_mcp_tools(connections))
+                print(result)  # SyncResult(num_added=1, num_updated=1, num_skipped=88, ...)
+        """
+        result = self.core.update_catalog(tools)
+        self.tools = tools
+        return result
+
     def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
         """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`).
 
@@ -258,8 +350,6 @@ class QTARetriever(BaseRetriever):
         **kwargs: Any,
     ) -> list[list[Document]]:
         """Async `batch`; the batched generation runs in a worker thread."""
-        import asyncio
-
         await asyncio.to_thread(self._warm_rewrites, inputs)
         return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
 

@@ -11,9 +11,10 @@ reloaded with ``from_persist_dir(dir)`` without embedding the catalogue again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from qta_integrations.memory import MemoryExample
 from qta_integrations.persist import SAVED
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.settings import RetrievalSettings
+from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
+from qta_integrations.stores import SyncResult
 from qta_integrations.stores.chroma import CHROMA_DIR
 from qta_integrations.tools import ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int, check_storage_directory, validate_query
@@ -238,6 +241,56 @@ class QTALlamaIndexRetriever(BaseRetriever):
             retriever.persist(persist_dir)
         return retriever
 
+    @classmethod
+    def from_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTALlamaIndexRetriever:
+        """Build the retriever over every tool of some MCP servers (node id ``"<server>.<tool>"``).
+
+        Args:
+            connections: Server name -> connection (see `qta_integrations.sources.mcp`).
+            tool_name_prefix: Name tools ``"<server>_<tool>"`` (needed when two servers have a
+                tool of the same name).
+            timeout: Seconds each server has to list its tools.
+            **kwargs: As `from_defaults` (``embed_model``, ``k``, ``rewriter`` ...).
+
+        Raises:
+            ImportError: without the ``mcp`` extra.
+            ConnectionError: if a server cannot be reached or started.
+            TimeoutError: if a server does not answer in time.
+            ValueError: for bad connections or tools.
+        """
+        from qta_integrations.sources.mcp import load_mcp_tools
+
+        tools = load_mcp_tools(connections, tool_name_prefix=tool_name_prefix, timeout=timeout)
+        return cls.from_defaults(tools, **kwargs)
+
+    @classmethod
+    async def afrom_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTALlamaIndexRetriever:
+        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
+        from qta_integrations.sources.mcp import aload_mcp_tools
+
+        tools = await aload_mcp_tools(
+            connections, tool_name_prefix=tool_name_prefix, timeout=timeout
+        )
+        return await asyncio.to_thread(cls.from_defaults, tools, **kwargs)
+
+    def update_catalog(self, tools: ToolsLike) -> SyncResult:
+        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`)."""
+        return self.pipeline.update_catalog(tools)
+
     def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
         """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`)."""
         return self.pipeline.add_examples(examples, fit=fit)
@@ -343,13 +396,19 @@ class QTALlamaIndexRetriever(BaseRetriever):
 class _ToolObjectMapping(BaseObjectNodeMapping[Any]):
     """Maps QTA result nodes (id = tool id) back to the tool objects of the catalogue."""
 
-    def __init__(self, catalog: ToolCatalog) -> None:
-        self.catalog = catalog
+    def __init__(self, catalog: Callable[[], ToolCatalog]) -> None:
+        self._catalog = catalog  # read at each use: the pipeline's catalogue may be replaced
+
+    @property
+    def catalog(self) -> ToolCatalog:
+        """The catalogue the nodes are mapped back to."""
+        return self._catalog()
 
     @classmethod
     def from_objects(cls, objs: Sequence[Any], *args: Any, **kwargs: Any) -> _ToolObjectMapping:
         """Build from LlamaIndex tools."""
-        return cls(ToolCatalog.from_llama_index_tools(objs))
+        catalog = ToolCatalog.from_llama_index_tools(objs)
+        return cls(lambda: catalog)
 
     @property
     def obj_node_mapping(self) -> dict[str, Any]:
@@ -443,20 +502,90 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         elif pipeline is not None or k is not None or similarity_top_k is not None:
             msg = "With retriever=, pass no pipeline/k/similarity_top_k: they are the retriever's."
             raise ValueError(msg)
-        catalog = retriever.pipeline.catalog
-        _check_tool_objects(catalog)
+        pipeline = retriever.pipeline
+        _check_tool_objects(pipeline.catalog)
         super().__init__(
             retriever=retriever,
-            object_node_mapping=_ToolObjectMapping(catalog),
+            object_node_mapping=_ToolObjectMapping(lambda: pipeline.catalog),
             node_postprocessors=node_postprocessors,
         )
         self.qta_retriever = retriever
-        self._by_name = {t.obj.metadata.get_name(): t.obj for t in catalog}
+        self._names: tuple[ToolCatalog, dict[str, Any]] | None = None
 
     @classmethod
     def from_defaults(cls, tools: ToolsLike, **kwargs: Any) -> QTAToolRetriever:
         """Build from LlamaIndex tools; ``kwargs`` as in `QTALlamaIndexRetriever.from_defaults`."""
         return cls(retriever=QTALlamaIndexRetriever.from_defaults(tools, **kwargs))
+
+    @classmethod
+    def from_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTAToolRetriever:
+        """Retrieve among every tool of some MCP servers, as LlamaIndex ``FunctionTool``s.
+
+        Each tool calls its server (`qta_integrations.sources.mcp`, ``framework="llama_index"``)
+        and offers the model the server's own input schema; pass the retriever as an agent's
+        ``tool_retriever=``.
+
+        Args:
+            connections: Server name -> connection (see `qta_integrations.sources.mcp`).
+            tool_name_prefix: Name tools ``"<server>_<tool>"`` (needed when two servers have a
+                tool of the same name).
+            timeout: Seconds each server has to list its tools.
+            **kwargs: As `QTALlamaIndexRetriever.from_defaults` (``embed_model``, ``k`` ...).
+
+        Raises:
+            ImportError: without the ``mcp`` extra.
+            ConnectionError: if a server cannot be reached or started.
+            TimeoutError: if a server does not answer in time.
+            ValueError: for bad connections or tools.
+
+        Example:
+            .. code-block:: python
+
+                connections = {"weather": {"transport": "streamable_http",
+                                           "url": "http://127.0.0.1:8000/mcp"}}
+                tool_retriever = QTAToolRetriever.from_mcp(connections, k=3)
+                agent = FunctionAgent(tool_retriever=tool_retriever, llm=llm)
+        """
+        from qta_integrations.sources.mcp import load_mcp_tools
+
+        tools = load_mcp_tools(
+            connections, tool_name_prefix=tool_name_prefix, timeout=timeout, framework="llama_index"
+        )
+        return cls.from_defaults(tools, **kwargs)
+
+    @classmethod
+    async def afrom_mcp(
+        cls,
+        connections: MCPConnections,
+        *,
+        tool_name_prefix: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> QTAToolRetriever:
+        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
+        from qta_integrations.sources.mcp import aload_mcp_tools
+
+        tools = await aload_mcp_tools(
+            connections, tool_name_prefix=tool_name_prefix, timeout=timeout, framework="llama_index"
+        )
+        return await asyncio.to_thread(cls.from_defaults, tools, **kwargs)
+
+    def update_catalog(self, tools: ToolsLike) -> SyncResult:
+        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`).
+
+        Raises:
+            TypeError: if a tool is not a LlamaIndex tool (the catalogue is left as it was).
+        """
+        catalog = ToolCatalog.from_any(tools)
+        _check_tool_objects(catalog)
+        return self.qta_retriever.update_catalog(catalog)
 
     @classmethod
     def from_persist_dir(
@@ -479,9 +608,15 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         """Save the catalogue, settings and vectors (see `QTALlamaIndexRetriever.persist`)."""
         self.qta_retriever.persist(persist_dir)
 
+    def _by_name(self) -> dict[str, Any]:
+        catalog = self.qta_retriever.pipeline.catalog
+        if self._names is None or self._names[0] is not catalog:
+            self._names = (catalog, {t.obj.metadata.get_name(): t.obj for t in catalog})
+        return self._names[1]
+
     def _named(self, query: QueryType) -> list[Any] | None:
         text = query.query_str if isinstance(query, QueryBundle) else query
-        tool = self._by_name.get(text) if isinstance(text, str) else None
+        tool = self._by_name().get(text) if isinstance(text, str) else None
         return [tool] if tool is not None else None
 
     def retrieve(self, str_or_query_bundle: QueryType) -> list[Any]:

@@ -32,17 +32,22 @@ class LexicalSignal(Signal):
         self._memory = memory
         self._lock = threading.Lock()
         self._expanded: dict[frozenset[str], BM25ToolIndex] = {}
+        self._base: BM25ToolIndex | None = None
 
     def _index_for(self, skip: frozenset[str]) -> BM25ToolIndex:
         memory = self._memory()
         # An entry id hashes its query and tool ids, so the ids kept determine the expansions.
         key = frozenset(memory.entry_ids() - skip)
         with self._lock:
+            base = self._index()
+            if base is not self._base:  # a new catalogue: expansions of the old one are stale
+                self._expanded.clear()
+                self._base = base
             found = self._expanded.get(key)
             if found is None:
                 if len(self._expanded) > 64:  # leave-one-out fits make one per example
                     self._expanded.clear()
-                found = self._index().with_expansions(memory.expansions(exclude=skip))
+                found = base.with_expansions(memory.expansions(exclude=skip))
                 self._expanded[key] = found
         return found
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from qta_integrations.ranking import RankingFunction, fuse_hits
+from qta_integrations.sources.files import read_numbered_records
 from qta_integrations.stores import ExactToolIndex
-from qta_integrations.tools import ToolCatalog, read_numbered_records
+from qta_integrations.tools import ToolCatalog
 from qta_integrations.validation import validate_query
 
 __all__ = [

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from qta_integrations.tools import Tool, ToolCatalog, read_records
+from qta_integrations.sources.files import read_records
+from qta_integrations.tools import Tool, ToolCatalog
 
 
 def _langchain_tools() -> list[Any]:

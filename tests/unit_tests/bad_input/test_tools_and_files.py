@@ -11,8 +11,9 @@ import pytest
 
 from qta_integrations import QTAPipeline, QTARetriever
 from qta_integrations.evaluation import load_retrieval_dataset
+from qta_integrations.sources.files import read_numbered_records
 from qta_integrations.testing import KeywordEmbeddings
-from qta_integrations.tools import Tool, ToolCatalog, read_numbered_records
+from qta_integrations.tools import Tool, ToolCatalog
 
 GOOD = {"id": "weather", "name": "get_weather", "description": "Weather for a city."}
 
