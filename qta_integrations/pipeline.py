@@ -11,15 +11,15 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.prompts import RewriteRequest
-from qta_integrations.rewriter import QueryRewriter, resolve_rewriter
+from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
+from qta_integrations.selection import CutoffFit, ToolSelection, fit_cutoff, resolve_selection
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.signals import Signal, SignalContext, SignalScores, default_signals
 from qta_integrations.stores import (
@@ -52,8 +52,6 @@ RewriterLike = QueryRewriter | str | os.PathLike[str] | Any | None
 
 logger = logging.getLogger(__name__)
 
-INDEX_BATCH_SIZE = 256
-
 
 @dataclass(frozen=True)
 class RetrievedTool:
@@ -61,12 +59,15 @@ class RetrievedTool:
 
     ``signals`` maps the name of every signal that took part in the fusion to its score for this
     tool (empty for a dense-only retrieval, where ``score`` is the similarity itself).
+    ``always_included`` marks a tool of ``ToolSelection.always_include``: it comes after the
+    retrieved tools, with its score when the search reached it (else the lowest score listed).
     """
 
     tool: Tool
     score: float
     rank: int
     signals: Mapping[str, float] = field(default_factory=dict)
+    always_included: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ class QTAPipeline:
             spec = rewriter
             self._rewriter_factory = lambda: resolve_rewriter(spec)
             self.rewriter_reference = str(spec)
-            state = _adapter_retrieval_state(spec)
+            adapter = open_rewriter_reference(spec)  # raises now for a bad path, not at first use
+            state = adapter.retrieval if adapter is not None else None
         elif isinstance(rewriter, QueryRewriter) or rewriter is None:
             self._rewriter = rewriter
         elif callable(rewriter):
@@ -167,10 +169,13 @@ class QTAPipeline:
         self._lexical_index: BM25ToolIndex | None = None
         self.signals: dict[str, Signal] = default_signals(self._lexical, lambda: self.memory)
         self.last_fit: FusionFit | None = None
+        self.last_cutoff: CutoffFit | None = None
+        """The last fit of an adaptive selection's margin (`qta_integrations.selection`)."""
+        self.selection_for(None)  # always_include must name catalogue tools: fail early
         if index_tools:
             self.index_catalog(show_progress=show_progress)
         if state:
-            self.load_state_dict(state, overrides=overrides)
+            self.load_state_dict(state, overrides=overrides, source=self.rewriter_reference)
 
     @classmethod
     def from_tools(
@@ -404,6 +409,7 @@ class QTAPipeline:
         if not examples:
             self.settings = self.settings.replace(fusion=FusionWeights())
             self.last_fit = None
+            self._fit_selection(None, [])
             return FusionFit(FusionWeights(), 0.0, 0.0, 0, 0)
         rewrite = rewrite and self.has_rewriter
         queries = [e.query for e in examples]
@@ -428,7 +434,38 @@ class QTAPipeline:
             fit.score,
             fit.default_score,
         )
+        self._fit_selection(context, examples)
         return fit
+
+    def _fit_selection(
+        self, context: SignalContext | None, examples: Sequence[MemoryExample]
+    ) -> None:
+        """Fit an adaptive selection's margin on the examples' held-out fused rankings.
+
+        ``context`` is `fit_fusion`'s leave-one-out context: ranked with the weights just
+        fitted, each example is scored without itself. Without examples the margin is unset
+        (a fixed top ``k``).
+        """
+        selection = self.settings.selection
+        if not selection.adaptive:
+            return
+        self.last_cutoff = None
+        if context is None or not examples:
+            self.settings = self.settings.replace(selection=selection.replace(margin=None))
+            return
+        k = self.settings.k
+        results = self._fused_results(context, k + len(selection.always_include))
+        fit = fit_cutoff(
+            [[(t.tool.id, t.score) for t in r.tools] for r in results],
+            [e.tool_ids for e in examples],
+            max_k=k,
+            always_include=selection.always_include,
+        )
+        self.settings = self.settings.replace(
+            selection=selection.replace(margin=fit.margin, min_k=fit.min_k)
+        )
+        self.last_cutoff = fit
+        logger.info("Fitted the tool selection's cut-off: %s.", fit.to_dict())
 
     # -- state ------------------------------------------------------------------------
 
@@ -437,7 +474,11 @@ class QTAPipeline:
         return {"settings": self.settings.to_dict(), "examples": self.memory.to_list()}
 
     def load_state_dict(
-        self, state: Mapping[str, Any], *, overrides: Mapping[str, Any] | None = None
+        self,
+        state: Mapping[str, Any],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        source: str | None = None,
     ) -> None:
         """Restore `state_dict` output (the examples are synced into the index).
 
@@ -445,6 +486,7 @@ class QTAPipeline:
             state: `state_dict` output.
             overrides: Settings fields that win over the saved ones (e.g. a ``k`` the caller
                 passed explicitly).
+            source: Where the state was read from (an adapter directory), named in warnings.
 
         Saved examples that name tools missing from this catalogue are left out (with a
         warning) and the fusion is refitted on the rest: fitted weights are specific to the
@@ -467,10 +509,13 @@ class QTAPipeline:
             # Fitted weights belong to the catalogue they were fitted on: keep the examples
             # that apply here and refit on them, or fall back to the no-label default.
             logger.warning(
-                "%d of %d saved labelled examples name tools that are not in this catalogue "
-                "(e.g. %r); they are left out and the fusion is refitted on the %d that apply.",
+                "%d of %d saved labelled examples%s name tools that are not in this catalogue "
+                "(e.g. %r); they are left out and the fusion is refitted on the %d that apply. "
+                "Was it fitted on another catalogue? Fit again on this one (add_examples, or "
+                "qta train) to keep every label.",
                 len(foreign),
                 len(memory),
+                f" in {source!r}" if source else "",
                 sorted(t for t in foreign[0].tool_ids if t not in self.catalog)[:3],
                 len(memory) - len(foreign),
             )
@@ -619,16 +664,24 @@ class QTAPipeline:
         return RetrievalResult(query=query, rewrites=(rewrite,) if rewrite else (), tools=tools)
 
     def retrieve(
-        self, query: str, *, k: int | None = None, history: Sequence[str] | None = ()
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        history: Sequence[str] | None = (),
+        selection: ToolSelection | None = None,
     ) -> RetrievalResult:
         """Retrieve the top ``k`` tools for ``query``.
 
         Args:
             query: The user's query.
-            k: Number of tools; defaults to ``settings.k``.
+            k: Number of tools (the most, with a score cut-off); defaults to ``settings.k``.
             history: Earlier user turns, oldest first, shown to the rewriter for follow-ups.
+            selection: Which ranked tools to return (`ToolSelection`); default
+                ``settings.selection``.
         """
-        return self.retrieve_batch([query], k=k, histories=[validate_history(history)])[0]
+        histories = [validate_history(history)]
+        return self.retrieve_batch([query], k=k, histories=histories, selection=selection)[0]
 
     def retrieve_batch(
         self,
@@ -636,6 +689,7 @@ class QTAPipeline:
         *,
         k: int | None = None,
         histories: Sequence[Sequence[str]] | None = None,
+        selection: ToolSelection | None = None,
     ) -> list[RetrievalResult]:
         """`retrieve` for many queries: one batched search, rewrites generated in one batch."""
         if isinstance(queries, str):
@@ -645,31 +699,43 @@ class QTAPipeline:
             )
             raise TypeError(msg)
         k = self._k(k)
+        chosen = self.selection_for(selection)
         queries = [validate_query(q) for q in queries]
         histories = self._histories(queries, histories)
         weights = self.settings.fusion
-        if weights.dense_only:
-            return [
-                self._result(q, None, [(h.tool_id, h.score) for h in hs], k)
-                for q, hs in zip(queries, self._dense_hits(queries, k), strict=True)
+        fetch = k + len(chosen.always_include)  # always-included tools do not count against k
+        if weights.dense_only and not chosen.cuts:
+            results = [
+                self._result(q, None, [(h.tool_id, h.score) for h in hs], fetch)
+                for q, hs in zip(queries, self._dense_hits(queries, fetch), strict=True)
             ]
-        context = self._context(
-            queries, histories, depth=self.settings.fetch_depth(k), weights=weights
-        )
-        return self._fused_results(context, k)
+        else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
+            context = self._context(
+                queries, histories, depth=self.settings.fetch_depth(fetch), weights=weights
+            )
+            results = self._fused_results(context, fetch)
+        return [self._select(r, chosen, k) for r in results]
 
     async def aretrieve(
-        self, query: str, *, k: int | None = None, history: Sequence[str] | None = ()
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        history: Sequence[str] | None = (),
+        selection: ToolSelection | None = None,
     ) -> RetrievalResult:
         """Async `retrieve`: the store and the rewriter are awaited, never run on the loop."""
         k = self._k(k)
+        chosen = self.selection_for(selection)
         query = validate_query(query)
         history = validate_history(history)
         weights = self.settings.fusion
-        if weights.dense_only:
-            hits = await self.index.asearch(query, k)
-            return self._result(query, None, [(h.tool_id, h.score) for h in hits], k)
-        depth = self.settings.fetch_depth(k)
+        fetch = k + len(chosen.always_include)
+        if weights.dense_only and not chosen.cuts:
+            hits = await self.index.asearch(query, fetch)
+            result = self._result(query, None, [(h.tool_id, h.score) for h in hits], fetch)
+            return self._select(result, chosen, k)
+        depth = self.settings.fetch_depth(fetch)
         entry_hits = self._known_entries(
             await self.index.asearch_entries(query, self._entry_depth(depth))
         )
@@ -689,7 +755,7 @@ class QTAPipeline:
             depth=depth,
             normalize=weights.normalize,
         )
-        return self._fused_results(context, k)[0]
+        return self._select(self._fused_results(context, fetch)[0], chosen, k)
 
     async def aretrieve_batch(
         self,
@@ -697,9 +763,44 @@ class QTAPipeline:
         *,
         k: int | None = None,
         histories: Sequence[Sequence[str]] | None = None,
+        selection: ToolSelection | None = None,
     ) -> list[RetrievalResult]:
         """Async `retrieve_batch` (runs in a worker thread so rewrites stay batched)."""
-        return await asyncio.to_thread(self.retrieve_batch, queries, k=k, histories=histories)
+        return await asyncio.to_thread(
+            self.retrieve_batch, queries, k=k, histories=histories, selection=selection
+        )
+
+    def selection_for(self, selection: ToolSelection | None) -> ToolSelection:
+        """The selection a retrieval given ``selection`` uses (None: ``settings.selection``).
+
+        Raises:
+            ValueError: if it always includes tools that are not in the catalogue, or is
+                adaptive while ``settings.selection`` is not (see `resolve_selection`).
+        """
+        chosen = resolve_selection(selection, self.settings.selection)
+        if chosen.always_include:
+            chosen.check_tools(self.catalog, known=self.catalog.ids[:5])
+        return chosen
+
+    def _select(self, result: RetrievalResult, selection: ToolSelection, k: int) -> RetrievalResult:
+        """Apply ``selection`` to a result ranked ``k + len(always_include)`` deep."""
+        if selection.is_default:
+            return result
+        always = selection.always_include
+        ranked = [t for t in result.tools if t.tool.id not in always]
+        kept = ranked[: selection.count([t.score for t in ranked], k)]
+        tools = [replace(t, rank=rank) for rank, t in enumerate(kept, start=1)]
+        reached = {t.tool.id: t for t in result.tools}
+        floor = min((t.score for t in result.tools), default=0.0)
+        for tool_id in always:
+            rank = len(tools) + 1
+            hit = reached.get(tool_id)
+            tools.append(
+                replace(hit, rank=rank, always_included=True)
+                if hit is not None
+                else RetrievedTool(self.catalog[tool_id], floor, rank, always_included=True)
+            )
+        return replace(result, tools=tools)
 
     def _k(self, k: int | None) -> int:
         if k is None:
@@ -711,14 +812,3 @@ class QTAPipeline:
         queries: Sequence[str], histories: Sequence[Sequence[str]] | None
     ) -> list[tuple[str, ...]]:
         return validate_histories(queries, histories)
-
-
-def _adapter_retrieval_state(rewriter: Any) -> dict[str, Any] | None:
-    """The retrieval state saved in an adapter directory, if ``rewriter`` names one."""
-    if not isinstance(rewriter, (str, os.PathLike)) or str(rewriter) == "default":
-        return None
-    from qta_integrations.adapter import is_adapter_dir, read_adapter
-
-    if not is_adapter_dir(Path(rewriter)):
-        return None
-    return read_adapter(Path(rewriter), verify=False).retrieval

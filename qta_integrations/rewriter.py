@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import threading
 import weakref
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from qta_integrations.adapter import MANIFEST_NAME as MANIFEST_NAME  # re-exported
+from qta_integrations.adapter import AdapterDirectory, is_adapter_dir, read_adapter
 from qta_integrations.prompts import RewritePrompt, RewriteRequest
 from qta_integrations.validation import validate_history, validate_query
 
@@ -33,6 +35,7 @@ __all__ = [
     "QueryRewriter",
     "RunnableRewriter",
     "clean_rewrite",
+    "open_rewriter_reference",
     "resolve_rewriter",
 ]
 
@@ -685,6 +688,49 @@ class HuggingFaceRewriter(QueryRewriter):
         ]
 
 
+def open_rewriter_reference(reference: str | os.PathLike[str]) -> AdapterDirectory | None:
+    """Check a rewriter given by name or directory, without loading any model.
+
+    A typo in an adapter path must not silently cost the user every label (the retriever
+    would run without its examples and fitted weights), so a reference is checked when it is
+    passed, not when the rewriter is first used: it must be ``"default"``, a QTA adapter
+    directory (written by `QTATrainer`; its manifest is read and validated) or a transformers
+    model directory (with a ``config.json``). A model name is not a directory: build that
+    rewriter explicitly with ``HuggingFaceRewriter.from_pretrained(name)``.
+
+    Returns:
+        The adapter directory, or None for ``"default"`` and model directories.
+
+    Raises:
+        FileNotFoundError: if the directory does not exist.
+        ValueError: if the path is a file, or a directory that is neither an adapter nor a
+            model directory (`qta_integrations.adapter.AdapterError` for a broken adapter).
+    """
+    if str(reference) == "default":
+        return None
+    path = Path(reference)
+    fix = (
+        "Pass the directory QTATrainer wrote (qta train --output DIR), 'default' for "
+        "SmolLM2-135M, or None for no rewriter; for a model by name, pass "
+        "HuggingFaceRewriter.from_pretrained(name)."
+    )
+    if not path.exists():
+        msg = f"No adapter or model directory at {str(path)!r}. {fix}"
+        raise FileNotFoundError(msg)
+    if not path.is_dir():
+        msg = f"rewriter={str(path)!r} is a file, not an adapter or model directory. {fix}"
+        raise ValueError(msg)
+    if is_adapter_dir(path):
+        return read_adapter(path, verify=False)
+    if (path / "config.json").is_file():
+        return None
+    msg = (
+        f"{str(path)!r} is neither a QTA adapter directory (no {MANIFEST_NAME}) nor a model "
+        f"directory (no config.json). {fix}"
+    )
+    raise ValueError(msg)
+
+
 def resolve_rewriter(rewriter: Any) -> QueryRewriter | None:
     """Turn what a user passes as ``rewriter=`` into a `QueryRewriter` (or None for no rewrite).
 
@@ -694,20 +740,21 @@ def resolve_rewriter(rewriter: Any) -> QueryRewriter | None:
 
     Raises:
         TypeError: for anything else, naming the type received.
+        FileNotFoundError, ValueError: for a path that is not an adapter or model directory
+            (`open_rewriter_reference`).
     """
     if rewriter is None or isinstance(rewriter, QueryRewriter):
         return rewriter
     if isinstance(rewriter, str) and rewriter == "default":
         return HuggingFaceRewriter.default()
-    if isinstance(rewriter, (str, Path)):
-        from qta_integrations.adapter import is_adapter_dir, read_adapter
-
-        if is_adapter_dir(rewriter):
-            manifest = read_adapter(rewriter, verify=False).manifest
+    if isinstance(rewriter, (str, os.PathLike)):
+        adapter = open_rewriter_reference(rewriter)
+        if adapter is not None:
+            manifest = adapter.manifest
             if manifest.base_model is None and not manifest.has_lora:
                 # Retrieval-only (written without DPO): the rewriter was never changed.
                 return HuggingFaceRewriter.default()
-        return HuggingFaceRewriter.from_pretrained(rewriter)
+        return HuggingFaceRewriter.from_pretrained(Path(rewriter))
     from langchain_core.runnables import Runnable
 
     if isinstance(rewriter, Runnable):

@@ -9,19 +9,28 @@ batched query for many queries, an inter-process write lock for an on-disk direc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
 from qta_integrations.embeddings import embed_queries
-from qta_integrations.stores.base import REFERENCE_FORMAT, IndexHit, listed_entries, stored_hit
+from qta_integrations.stores.base import (
+    EXAMPLE_PREFIX,
+    KIND_KEY,
+    REFERENCE_FORMAT,
+    IndexEntry,
+    IndexHit,
+    listed_entries,
+    stored_hit,
+)
 from qta_integrations.stores.records import RECORD_FILE, RecordManager
 from qta_integrations.stores.vectorstore import VectorStoreToolIndex
 from qta_integrations.validation import check_storage_directory
@@ -31,9 +40,15 @@ __all__ = ["CHROMA_DIR", "DEFAULT_COLLECTION_NAME", "ChromaToolIndex", "chroma_t
 DEFAULT_COLLECTION_NAME = "qta_tools"
 CHROMA_DIR = "chroma"
 """Where a saved retriever keeps a copied Chroma collection, inside its directory."""
+CHROMA_DB = "chroma.sqlite3"
+"""Chroma's database file inside an on-disk directory."""
 LOCK_FILE = ".qta_write.lock"
 """The inter-process write lock's file inside an on-disk Chroma directory."""
 DEFAULT_LOCK_TIMEOUT = 120.0
+PAGE = 5000
+"""Rows read per ``get`` with their metadata (far below SQLite's variable limit)."""
+ID_PAGE = 25000
+"""Ids read per ``get`` without metadata (the fastest page size measured at 100,000 rows)."""
 
 
 class ChromaToolIndex(VectorStoreToolIndex):
@@ -66,7 +81,9 @@ class ChromaToolIndex(VectorStoreToolIndex):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if record_manager is None:
-                record_manager = RecordManager(directory / RECORD_FILE)
+                # Collections sharing a directory share its record file, each in its own scope.
+                scope = None if collection_name == DEFAULT_COLLECTION_NAME else collection_name
+                record_manager = RecordManager(directory / RECORD_FILE, scope=scope)
         super().__init__(
             vectorstore,
             distance_to_similarity=cosine_from_distance,
@@ -77,13 +94,18 @@ class ChromaToolIndex(VectorStoreToolIndex):
         self.persist_directory = directory
         self.lock_timeout = lock_timeout
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._collection: Any = None
+        self._private = False  # a scratch collection only this object writes
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(collection={self.collection_name!r})"
 
     def chroma_collection(self) -> Any:
         """The ``chromadb`` collection behind the store (public client API)."""
-        return self.chroma_client.get_collection(self.collection_name)
+        # Looked up once: on a server every lookup is a request.
+        if self._collection is None:
+            self._collection = self.chroma_client.get_collection(self.collection_name)
+        return self._collection
 
     def write_lock(self) -> contextlib.AbstractContextManager[Any]:
         """The inter-process lock of an on-disk store (a no-op otherwise)."""
@@ -92,31 +114,88 @@ class ChromaToolIndex(VectorStoreToolIndex):
         return directory_lock(self.persist_directory, self.lock_timeout)
 
     def close(self) -> None:
-        """Delete the in-memory Chroma collection this index created (no-op otherwise)."""
+        """Release what this index opened; idempotent.
+
+        A private in-memory index deletes its collection and scratch directory; an on-disk one
+        closes the client it opened (chromadb shares one client per directory in a process and
+        counts its users, so another open index on the same directory keeps working). A client
+        passed in by the caller is left open.
+        """
         if self._finalizer is not None:
             self._finalizer()
 
+    def upsert(self, entries: Sequence[IndexEntry]) -> None:
+        """Upsert entries, at most the client's ``get_max_batch_size()`` per Chroma call."""
+        size = max(1, int(self.chroma_client.get_max_batch_size()))
+        with self.write_lock():
+            for start in range(0, len(entries), size):
+                super().upsert(entries[start : start + size])
+
     def list_entries(self, kind: str | None = None) -> dict[str, str | None]:
-        """Every entry of the collection (read a page at a time)."""
-        found = chroma_rows(self.chroma_collection(), include=["metadatas"])
+        """Every entry of the collection (of ``kind``), read a page at a time."""
+        # Every example row carries its kind, so Chroma filters them; tools include rows of
+        # older versions without a kind, so they are read whole.
+        where = {KIND_KEY: kind} if kind == "example" else None
+        found = chroma_rows(self.chroma_collection(), include=["metadatas"], where=where)
         return listed_entries([(i, r["metadatas"]) for i, r in found], kind)
+
+    def sync_listing(self, kind: str, recorded: Mapping[str, str]) -> dict[str, str | None] | None:
+        """`list_entries`, reading only ids where the record is this store's alone.
+
+        Chroma reads metadata at about 0.1 ms a row (10 s for 100,000 tools) and ids about
+        twenty times faster. An on-disk store's record lives in its directory and is written
+        under its write lock, and a private in-memory store is written by this object only:
+        there the hash of a recorded id is taken from the record (`sync_index` forgets an id
+        before rewriting it, so a crash never leaves a recorded hash the store lacks), and
+        the metadata of unrecorded ids is read. A server's or a shared collection's record is
+        this process's alone, so it is listed whole.
+        """
+        own_record = self.persist_directory is not None or self._private
+        if kind == "example" or not recorded or not own_record:
+            return self.list_entries(kind)
+        collection = self.chroma_collection()
+        ids = [i for i, _ in chroma_rows(collection, include=[], page=ID_PAGE)]
+        listed: dict[str, str | None] = {i: recorded[i] for i in ids if i in recorded}
+        unknown = [i for i in ids if i not in recorded]
+        for start in range(0, len(unknown), PAGE):
+            got = collection.get(ids=unknown[start : start + PAGE], include=["metadatas"])
+            rows = list(zip(got["ids"], got["metadatas"], strict=True))
+            listed.update(listed_entries(rows, kind))
+        return listed
+
+    def search_entries(self, query: str, k: int) -> list[IndexHit]:
+        """The ``k`` entries nearest to ``query`` (see `search_entries_many`)."""
+        return self._query([self.vectorstore.embeddings.embed_query(query)], k)[0]
 
     def search_entries_many(self, queries: Sequence[str], k: int) -> list[list[IndexHit]]:
         """One embedding pass and one collection query for all ``queries``."""
         if len(queries) < 2:
             return [self.search_entries(q, k) for q in queries]
-        vectors = embed_queries(self.vectorstore.embeddings, list(queries))
-        found = self.chroma_collection().query(
-            query_embeddings=vectors, n_results=k, include=["metadatas", "distances"]
-        )
+        return self._query(embed_queries(self.vectorstore.embeddings, list(queries)), k)
+
+    async def asearch_entries(self, query: str, k: int) -> list[IndexHit]:
+        """`search_entries` in a worker thread, off the event loop."""
+        return await asyncio.to_thread(self.search_entries, query, k)
+
+    def _query(self, vectors: list[list[float]], k: int) -> list[list[IndexHit]]:
+        # Ids and distances only: metadata would cost Chroma about 0.1 ms a hit, most of a
+        # deep query's time. A tool entry's id is its tool id and an example's id has the
+        # "example:" prefix, so only prefixed hits are read, in one `get` for the batch.
+        collection = self.chroma_collection()
+        found = collection.query(query_embeddings=vectors, n_results=k, include=["distances"])
+        prefixed = sorted({i for ids in found["ids"] for i in ids if i.startswith(EXAMPLE_PREFIX)})
+        metadata: dict[str, Any] = {}
+        if prefixed:
+            got = collection.get(ids=prefixed, include=["metadatas"])
+            metadata = dict(zip(got["ids"], got["metadatas"], strict=True))
         return [
             [
-                stored_hit(i, m, cosine_from_distance(d))
-                for i, m, d in zip(ids, metas, dists, strict=True)
+                stored_hit(i, metadata.get(i), cosine_from_distance(d))
+                for i, d in zip(ids, dists, strict=True)
+                # A prefixed row deleted since the query is left out.
+                if i in metadata or not i.startswith(EXAMPLE_PREFIX)
             ]
-            for ids, metas, dists in zip(
-                found["ids"], found["metadatas"], found["distances"], strict=True
-            )
+            for ids, dists in zip(found["ids"], found["distances"], strict=True)
         ]
 
     def persist_reference(self, directory: Path) -> dict[str, Any]:
@@ -156,6 +235,17 @@ class ChromaToolIndex(VectorStoreToolIndex):
         }
 
 
+def _corrupt_directory_error(directory: Path, err: BaseException) -> RuntimeError:
+    msg = (
+        f"The Chroma directory {str(directory)!r} cannot be opened ({type(err).__name__}: "
+        f"{err}). Its files are damaged or were written by an incompatible chromadb version. "
+        "The index is derived data: delete the directory and build the retriever again (the "
+        "tools are re-embedded and the labelled examples re-indexed from your catalogue and "
+        "saved state)."
+    )
+    return RuntimeError(msg)
+
+
 def cosine_from_distance(distance: float) -> float:
     """Chroma's cosine distance back to the cosine similarity."""
     return 1.0 - distance
@@ -188,12 +278,22 @@ def directory_lock(directory: Path, timeout: float) -> Iterator[None]:
 
 
 def chroma_rows(
-    collection: Any, *, include: list[str], page: int = 5000
+    collection: Any,
+    *,
+    include: list[str],
+    page: int = PAGE,
+    where: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every row of a Chroma collection, ``(id, {field: value})``, read a page at a time."""
+    """Every row of a Chroma collection (matching ``where``), ``(id, {field: value})``.
+
+    Read ``page`` rows at a time: one ``get`` of 100,000 rows with their metadata exceeds
+    SQLite's limit on query variables.
+    """
     offset = 0
     while True:
-        got = collection.get(include=include, limit=page, offset=offset)
+        got = collection.get(
+            include=include, limit=page, offset=offset, where=dict(where) if where else None
+        )
         ids = got["ids"]
         for n, entry_id in enumerate(ids):
             yield entry_id, {name: got[name][n] for name in include}
@@ -225,6 +325,30 @@ def copy_chroma_collection(source: Any, target: Path) -> None:
             documents=[r["documents"] for _, r in chunk],
             metadatas=[r["metadatas"] for _, r in chunk],
         )
+
+
+def _forget_broken_client(client: Any, directory: str) -> None:
+    """Drop a client whose directory failed to open, so that a later open starts afresh.
+
+    chromadb keeps one system per directory in a process and caches it before starting it;
+    when starting fails the broken system stays cached and every later client for that path
+    (even after the directory was deleted and re-created) fails too. Evicting it uses a
+    private chromadb table: guarded, since it may change.
+    """
+    with contextlib.suppress(Exception):
+        if client is not None:
+            client.close()
+    with contextlib.suppress(Exception):
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient._identifier_to_system.pop(directory, None)
+        SharedSystemClient._identifier_to_refcount.pop(directory, None)
+
+
+def _close_client(client: Any) -> None:
+    """Finalizer of an on-disk index: release the client it opened (at most once)."""
+    with contextlib.suppress(Exception):
+        client.close()
 
 
 def _drop_scratch_chroma(client: Any, name: str, directory: str) -> None:
@@ -294,6 +418,7 @@ def chroma_tool_index(
     if persist_directory is not None:
         # Opening a directory creates its database and collection: one process at a time.
         opening = directory_lock(Path(persist_directory), lock_timeout)
+    own_client = client is None
     with opening:
         if client is None and persist_directory is None:
             if collection_name is None:
@@ -301,20 +426,28 @@ def chroma_tool_index(
                 client = chromadb.PersistentClient(path=scratch, settings=settings)
             else:
                 client = chromadb.EphemeralClient(settings=settings)
-        elif client is None:
-            client = chromadb.PersistentClient(path=str(persist_directory), settings=settings)
         if collection_name is None:
             collection_name = (
                 f"{DEFAULT_COLLECTION_NAME}_{uuid.uuid4().hex[:12]}"
                 if scratch is not None
                 else DEFAULT_COLLECTION_NAME
             )
-        store = Chroma(
-            collection_name=collection_name,
-            embedding_function=embeddings,
-            client=client,
-            collection_metadata={"hnsw:space": "cosine"},
-        )
+        try:
+            if client is None:
+                client = chromadb.PersistentClient(path=str(persist_directory), settings=settings)
+            store = Chroma(
+                collection_name=collection_name,
+                embedding_function=embeddings,
+                client=client,
+                collection_metadata={"hnsw:space": "cosine"},
+            )
+        except Exception as err:
+            if own_client:
+                _forget_broken_client(client, str(persist_directory))
+            # Only an existing database can be damaged; other failures keep their own error.
+            if persist_directory is None or not (Path(persist_directory) / CHROMA_DB).is_file():
+                raise
+            raise _corrupt_directory_error(Path(persist_directory), err) from err
     index = ChromaToolIndex(
         store,
         chroma_client=client,
@@ -327,4 +460,7 @@ def chroma_tool_index(
         index._finalizer = weakref.finalize(
             index, _drop_scratch_chroma, client, collection_name, scratch
         )
+        index._private = True
+    elif own_client and persist_directory is not None:
+        index._finalizer = weakref.finalize(index, _close_client, client)
     return index

@@ -27,6 +27,8 @@ class RecordManager:
 
     Args:
         path: The SQLite file; None keeps the record in memory.
+        scope: Keeps this record apart from others in the same file (the embedded Chroma
+            passes the collection name of any collection but the default one).
 
     Example:
         .. code-block:: python
@@ -38,21 +40,35 @@ class RecordManager:
             print(records.get("tools"))  # {'weather': 'ab12'}
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, scope: str | None = None) -> None:
         self.path = Path(path) if path is not None else None
+        self.scope = scope
         self._memory: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS records (namespace TEXT NOT NULL, id TEXT NOT NULL,"
-                    " hash TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (namespace, id))"
+            try:
+                with self._connect() as db:
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS records (namespace TEXT NOT NULL, id TEXT "
+                        "NOT NULL, hash TEXT NOT NULL, updated_at REAL NOT NULL, "
+                        "PRIMARY KEY (namespace, id))"
+                    )
+            except sqlite3.DatabaseError as err:
+                msg = (
+                    f"The index record {str(self.path)!r} cannot be read ({err}). It only "
+                    "caches what was written to the store: delete the file and index again "
+                    "(a store that lists its entries, such as Chroma, is repaired exactly)."
                 )
+                raise RuntimeError(msg) from err
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "memory"
-        return f"RecordManager({where!r})"
+        scope = f", scope={self.scope!r}" if self.scope is not None else ""
+        return f"RecordManager({where!r}{scope})"
+
+    def _key(self, namespace: str) -> str:
+        return namespace if self.scope is None else f"{self.scope}/{namespace}"
 
     def _connect(self) -> sqlite3.Connection:
         assert self.path is not None
@@ -60,6 +76,7 @@ class RecordManager:
 
     def get(self, namespace: str) -> dict[str, str]:
         """The recorded ``id -> content hash`` of ``namespace`` (empty when nothing is recorded)."""
+        namespace = self._key(namespace)
         if self.path is None:
             with self._lock:
                 return dict(self._memory.get(namespace, {}))
@@ -73,6 +90,7 @@ class RecordManager:
         """Record (insert or replace) ``id -> content hash`` pairs in ``namespace``."""
         if not records:
             return
+        namespace = self._key(namespace)
         if self.path is None:
             with self._lock:
                 self._memory.setdefault(namespace, {}).update(records)
@@ -90,6 +108,7 @@ class RecordManager:
         ids = list(ids)
         if not ids:
             return
+        namespace = self._key(namespace)
         if self.path is None:
             with self._lock:
                 recorded = self._memory.get(namespace, {})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -45,7 +46,11 @@ from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
 from qta_integrations.retrievers import as_pipeline
-from qta_integrations.rewriter import HuggingFaceRewriter, resolve_rewriter
+from qta_integrations.rewriter import (
+    HuggingFaceRewriter,
+    open_rewriter_reference,
+    resolve_rewriter,
+)
 from qta_integrations.stores import ExactToolIndex, ToolIndex
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training.config import QTATrainingConfig
@@ -145,13 +150,15 @@ class QTATrainer:
             if tools is None:
                 msg = "QTATrainer needs a retriever (QTARetriever / QTAPipeline) or tools=."
                 raise ValueError(msg)
+            spec = rewriter
+            if isinstance(spec, (str, os.PathLike)):
+                open_rewriter_reference(spec)  # a bad path fails now, not after training
             catalog = ToolCatalog.from_any(tools)
             index = ExactToolIndex.from_catalog(catalog, resolve_embeddings(embeddings))
-            spec = rewriter
             self.pipeline = QTAPipeline(
                 catalog,
                 index,
-                (lambda: resolve_rewriter(spec)) if isinstance(spec, (str, Path)) else spec,
+                (lambda: resolve_rewriter(spec)) if isinstance(spec, (str, os.PathLike)) else spec,
                 num_context_tools=num_context_tools,
                 index_tools=False,
             )

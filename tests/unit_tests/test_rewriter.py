@@ -380,5 +380,5 @@ def test_resolve_rewriter() -> None:
     assert isinstance(wrapped, RunnableRewriter) and wrapped.runnable is model
     with pytest.raises(TypeError, match="Unsupported rewriter int"):
         resolve_rewriter(3)
-    with pytest.raises(FileNotFoundError, match="No model or adapter"):
+    with pytest.raises(FileNotFoundError, match="No adapter or model directory"):
         resolve_rewriter("/nonexistent/adapter")

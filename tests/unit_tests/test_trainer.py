@@ -325,16 +325,21 @@ def test_only_local_hugging_face_rewriters_can_be_trained(
         QTATrainer(object())
 
 
-def test_a_rewriter_named_by_path_is_loaded_only_for_dpo(tool_dicts: list[dict[str, str]]) -> None:
+def test_a_rewriter_named_by_path_is_loaded_only_for_dpo(
+    tool_dicts: list[dict[str, str]], tmp_path: Path
+) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model directory that cannot be loaded
     trainer = QTATrainer(
         tools=tool_dicts,
-        rewriter="/no/such/rewriter/model",
+        rewriter=str(tmp_path),
         embeddings=KeywordEmbeddings(),
         config=QTATrainingConfig(dpo=False),
     )
-    fitted = trainer.fit(EXAMPLES)  # never loads the (missing) model
+    fitted = trainer.fit(EXAMPLES)  # never loads the model
     assert len(fitted.memory) == len(EXAMPLES)
-    assert fitted.has_rewriter
+    assert fitted.has_rewriter and not fitted.rewriter_loaded
+    with pytest.raises(FileNotFoundError, match="No adapter or model directory"):
+        QTATrainer(tools=tool_dicts, rewriter="/no/such/rewriter/model")
 
 
 def test_alpha_is_the_grading_weight_of_dpo_candidates(tool_dicts: list[dict[str, str]]) -> None:

@@ -167,3 +167,72 @@ def test_persist_refuses_bad_directories(in_empty_dir: Path, a_file: Path, value
     finally:
         retriever.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
     assert json.loads(json.dumps(TOOLS)) == TOOLS  # nothing mutated
+
+
+# -- a fitted state never silently disappears ----------------------------------------------
+
+
+def test_a_missing_adapter_directory_is_refused_when_passed(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-adapter"
+    with pytest.raises(FileNotFoundError, match=r"No adapter or model directory at .*no-such-"):
+        QTARetriever(tools=TOOLS, embeddings=KeywordEmbeddings(), rewriter=str(missing))
+    with pytest.raises(FileNotFoundError, match=r"HuggingFaceRewriter\.from_pretrained\(name\)"):
+        QTAPipeline.from_tools(TOOLS, embeddings=KeywordEmbeddings(), rewriter=missing)
+
+
+@pytest.mark.parametrize(
+    ("files", "pattern"),
+    [
+        ({}, r"neither a QTA adapter directory \(no qta_manifest\.json\) nor a model directory"),
+        ({"adapter_manifest.json": "{not json"}, r"no qta_manifest\.json"),
+        ({"qta_manifest.json": "{not json"}, r"qta_manifest\.json"),
+    ],
+    ids=["empty", "another-manifest-name", "manifest-not-json"],
+)
+def test_a_directory_without_a_valid_manifest_is_refused(
+    tmp_path: Path, files: dict[str, str], pattern: str
+) -> None:
+    directory = tmp_path / "adapter"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    with pytest.raises(ValueError, match=pattern):
+        QTARetriever(tools=TOOLS, embeddings=KeywordEmbeddings(), rewriter=str(directory))
+
+
+def test_a_file_is_not_a_rewriter_directory(tmp_path: Path) -> None:
+    file = tmp_path / "weights.bin"
+    file.write_bytes(b"\0")
+    with pytest.raises(ValueError, match=r"is a file, not an adapter or model directory"):
+        QTAPipeline.from_tools(TOOLS, embeddings=KeywordEmbeddings(), rewriter=file)
+
+
+def test_a_model_directory_is_accepted_without_loading_it(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    pipeline = QTAPipeline.from_tools(TOOLS, embeddings=KeywordEmbeddings(), rewriter=tmp_path)
+    assert pipeline.has_rewriter and not pipeline.rewriter_loaded
+
+
+def test_a_corrupt_chroma_directory_names_the_directory_and_the_fix(tmp_path: Path) -> None:
+    directory = tmp_path / "db"
+    chroma_tool_index(KeywordEmbeddings(), persist_directory=directory).close()
+    (directory / "chroma.sqlite3").write_bytes(b"this is not a database")
+    with pytest.raises(RuntimeError, match=r"Chroma directory .*db' cannot be opened") as err:
+        QTARetriever(tools=TOOLS, embeddings=KeywordEmbeddings(), persist_directory=directory)
+    assert "delete the directory and build the retriever again" in str(err.value)
+    # The fix works: a new directory in its place is indexed from the catalogue.
+    import shutil
+
+    shutil.rmtree(directory)
+    retriever = QTARetriever(
+        tools=TOOLS, embeddings=KeywordEmbeddings(), rewriter=None, persist_directory=directory
+    )
+    assert retriever.invoke("weather in a city", k=1)[0].id == "weather"
+
+
+def test_a_corrupt_index_record_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    directory = tmp_path / "db"
+    chroma_tool_index(KeywordEmbeddings(), persist_directory=directory).close()
+    (directory / "qta_records.sqlite3").write_bytes(b"this is not a database either")
+    with pytest.raises(RuntimeError, match=r"index record .*qta_records\.sqlite3' cannot be read"):
+        chroma_tool_index(KeywordEmbeddings(), persist_directory=directory)
