@@ -1,4 +1,4 @@
-"""Latency of `QTARetriever.invoke`: dense only, the fitted retriever, the paper's rewrite.
+"""Latency of `QTARetriever.invoke` and throughput of `batch`: dense, fitted, paper's rewrite.
 
 Uses the real default models (all-MiniLM-L6-v2 in embedded Chroma; SmolLM2-135M-Instruct for
 the paper's configuration) over an MTRB catalogue (default ToolBench, 811 tools) and its test
@@ -6,6 +6,11 @@ queries. The fitted retriever learns from the subset's 10 training queries first
 timed query by query in alternation (dense, fitted, dense, ...), so a change in the machine's
 load hits both alike, and the ratio of their medians is the figure to compare. The rewrite
 cache is cleared before every timed call of the paper mode, so the rewrite really runs.
+
+Throughput: in each of ``--rounds`` rounds, for each mode, the first ``--batch`` queries are
+retrieved one by one with ``invoke`` and then in one ``batch`` call; the speedup is the median
+over the rounds of (one-by-one time / batch time). The embedding model alone is timed the same
+way (``embed_query`` per query against one batched pass), since it bounds what batching gains.
 
 Command (from the repository root; ``make bench`` runs it with the defaults)::
 
@@ -52,17 +57,50 @@ def _time_invoke(retriever: Any, queries: list[str], *, clear_cache: bool) -> li
     return times
 
 
-def _time_batch(retriever: Any, queries: list[str]) -> dict[str, float]:
+def _elapsed(call: Any) -> float:
     start = time.perf_counter()
-    results = retriever.batch(queries)
-    seconds = time.perf_counter() - start
-    assert len(results) == len(queries)
+    call()
+    return time.perf_counter() - start
+
+
+def _throughput(rounds: list[tuple[float, float]], size: int) -> dict[str, float]:
+    """Median per-query times of (one by one, batched) rounds, and the median speedup."""
+    one = statistics.median(o for o, _ in rounds)
+    batched = statistics.median(b for _, b in rounds)
     return {
-        "batch_size": len(queries),
-        "seconds": seconds,
-        "queries_per_s": len(queries) / seconds,
-        "ms_per_query": 1000 * seconds / len(queries),
+        "batch_size": size,
+        "rounds": len(rounds),
+        "one_by_one_ms_per_query": 1000 * one / size,
+        "batch_ms_per_query": 1000 * batched / size,
+        "one_by_one_queries_per_s": size / one,
+        "batch_queries_per_s": size / batched,
+        "speedup": statistics.median(o / b for o, b in rounds),
     }
+
+
+def _time_throughput(
+    retrievers: dict[str, Any], queries: list[str], rounds: int
+) -> dict[str, dict[str, float]]:
+    from qta_integrations.embeddings import embed_queries
+
+    embeddings = retrievers["dense"].core.index.vectorstore.embeddings
+    for name, retriever in retrievers.items():  # the batch must return what invoke returns
+        batched = retriever.batch(queries)
+        single = [retriever.invoke(q) for q in queries]
+        assert [[d.id for d in b] for b in batched] == [[d.id for d in s] for s in single], name
+    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in [*retrievers, "model"]}
+    for r in range(rounds):
+        order = list(timed) if r % 2 == 0 else list(reversed(timed))
+        for name in order:
+            if name == "model":
+                one = _elapsed(lambda: [embeddings.embed_query(q) for q in queries])
+                batched = _elapsed(lambda: embed_queries(embeddings, queries))
+            else:
+                retriever = retrievers[name]
+                one = _elapsed(lambda: [retriever.invoke(q) for q in queries])  # noqa: B023
+                batched = _elapsed(lambda: retriever.batch(queries))  # noqa: B023
+            timed[name].append((one, batched))
+    return {name: _throughput(t, len(queries)) for name, t in timed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", default="toolbench", help="MTRB subset (default toolbench).")
     parser.add_argument("--queries", type=int, default=90, help="Queries timed one by one.")
     parser.add_argument("--batch", type=int, default=32, help="Queries in the batch call.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of the batch timing.")
     parser.add_argument("--paper", type=int, default=0, help="Queries timed in paper mode.")
     parser.add_argument("--k", type=int, default=5, help="Tools returned per query.")
     parser.add_argument("--data-dir", type=Path, default=None, help="MTRB dir ($QTA_MTRB_DIR).")
@@ -110,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name] += _time_invoke(retrievers[name], [query], clear_cache=False)
     single = {name: _percentiles(t) for name, t in times.items()}
     ratio = single["fitted"]["median_ms"] / single["dense"]["median_ms"]
-    batch = {name: _time_batch(r, queries[: args.batch]) for name, r in retrievers.items()}
+    batch = _time_throughput(retrievers, queries[: args.batch], args.rounds)
     if args.paper:
         paper = QTARetriever(
             tools=data.catalog,
@@ -128,12 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in single.items():
         print(f"{name:<26}{row['median_ms']:>11.1f}{row['p90_ms']:>10.1f}{row['mean_ms']:>10.1f}")
     print(f"\nfitted / dense median: {ratio:.2f}x")
-    print(f"\nbatch throughput ({args.batch} queries in one .batch call)")
-    print(f"{'mode':<26}{'total s':>9}{'queries/s':>11}{'ms/query':>10}")
+    print(
+        f"\nthroughput: {args.batch} queries one by one vs in one call (medians of "
+        f"{args.rounds} rounds; 'model' = the embedding model alone)"
+    )
+    print(f"{'mode':<10}{'one ms/q':>10}{'batch ms/q':>12}{'one q/s':>9}{'batch q/s':>11}{'x':>7}")
     for name, row in batch.items():
         print(
-            f"{name:<26}{row['seconds']:>9.2f}{row['queries_per_s']:>11.2f}"
-            f"{row['ms_per_query']:>10.1f}"
+            f"{name:<10}{row['one_by_one_ms_per_query']:>10.1f}{row['batch_ms_per_query']:>12.1f}"
+            f"{row['one_by_one_queries_per_s']:>9.1f}{row['batch_queries_per_s']:>11.1f}"
+            f"{row['speedup']:>6.2f}x"
         )
     print(
         f"\nload average: {load_before[0]:.2f} before, {load_after[0]:.2f} after; "

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from qta_integrations.retrievers.langchain import QTARetriever
     from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever, QTAToolRetriever
     from qta_integrations.rewriter import HuggingFaceRewriter, QueryRewriter, RunnableRewriter
+    from qta_integrations.selection import ToolSelection
     from qta_integrations.settings import RetrievalSettings
     from qta_integrations.signals import Signal, SignalScores
     from qta_integrations.stores import (
@@ -78,6 +79,7 @@ _LAZY: dict[str, str] = {
     "ToolCatalog": "qta_integrations.tools",
     "ToolHit": "qta_integrations.stores",
     "ToolIndex": "qta_integrations.stores",
+    "ToolSelection": "qta_integrations.selection",
     "VectorStoreToolIndex": "qta_integrations.stores",
     "chroma_tool_index": "qta_integrations.stores",
     "create_qta_agent": "qta_integrations.agents.langgraph",

@@ -2,8 +2,9 @@
 
 The pipeline, the LangChain and LlamaIndex retrievers, the LangGraph selector, the trainer, the
 CLI and the benchmarks all take (or build) one frozen `RetrievalSettings`; nothing restates its
-defaults. The fusion weights live here too: fitting them on labelled examples
-(`QTAPipeline.fit_fusion`) returns new settings, and persisting a retriever writes them.
+defaults. The fusion weights and the tool selection (`qta_integrations.selection`) live here too:
+fitting them on labelled examples (`QTAPipeline.fit_fusion`) returns new settings, and persisting
+a retriever writes them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from qta_integrations.fusion import FusionWeights
+from qta_integrations.selection import ToolSelection
 from qta_integrations.validation import check_fetch_k, check_positive_int
 
 __all__ = ["SETTINGS_VERSION", "RetrievalSettings"]
 
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2
+"""Version 2 added ``selection``; version 1 dicts (without it) still load."""
+_READABLE_VERSIONS = (1, 2)
 DEFAULT_FETCH_DEPTH = 100
 """Candidates per signal when ``fetch_k`` is unset: deep enough that the fused ranking of the
 top 10 does not depend on the cut (measured on MTRB: 40 candidates cost up to 5 points of S@5
@@ -33,6 +37,8 @@ class RetrievalSettings:
         num_context_tools: Top tools for the query shown to the rewriter as wording examples.
         fusion: Weights of the signals (dense, BM25, example memory, rewrite); see
             `qta_integrations.fusion`.
+        selection: Which of the ranked tools are returned: a fixed top ``k`` (the default), a
+            score cut-off, tools always included; see `qta_integrations.selection`.
 
     Example:
         .. code-block:: python
@@ -55,6 +61,10 @@ class RetrievalSettings:
         default_factory=FusionWeights,
         metadata={"help": "Weights of the signals in the fused score."},
     )
+    selection: ToolSelection = field(
+        default_factory=ToolSelection,
+        metadata={"help": "Top k, a score cut-off, and tools always included."},
+    )
 
     def __post_init__(self) -> None:
         check_positive_int("k", self.k)
@@ -69,6 +79,12 @@ class RetrievalSettings:
         if not isinstance(self.fusion, FusionWeights):
             msg = f"fusion must be a FusionWeights, got {type(self.fusion).__name__}."
             raise TypeError(msg)
+        if not isinstance(self.selection, ToolSelection):
+            msg = (
+                f"selection must be a ToolSelection, got {type(self.selection).__name__}; "
+                "e.g. selection=ToolSelection(always_include=['search_tools'])."
+            )
+            raise TypeError(msg)
 
     def fetch_depth(self, k: int) -> int:
         """Candidates to fetch per signal for a request of ``k`` tools."""
@@ -82,6 +98,7 @@ class RetrievalSettings:
         """A JSON-serialisable dict (``version`` included); `from_dict` reads it back."""
         data = asdict(self)
         data["fusion"] = self.fusion.to_dict()
+        data["selection"] = self.selection.to_dict()
         return {"version": SETTINGS_VERSION, **data}
 
     @classmethod
@@ -93,10 +110,11 @@ class RetrievalSettings:
         """
         data = dict(data)
         version = data.pop("version", SETTINGS_VERSION)
-        if version != SETTINGS_VERSION:
+        if version not in _READABLE_VERSIONS:
             msg = (
-                f"Retrieval settings version {version!r} is not supported (expected "
-                f"{SETTINGS_VERSION}); upgrade qta-integrations or re-create the retriever."
+                f"Retrieval settings version {version!r} is not supported (expected one of "
+                f"{list(_READABLE_VERSIONS)}); upgrade qta-integrations or re-create the "
+                "retriever."
             )
             raise ValueError(msg)
         known = {f.name for f in fields(cls)}
@@ -106,4 +124,6 @@ class RetrievalSettings:
             raise ValueError(msg)
         if "fusion" in data:
             data["fusion"] = FusionWeights.from_dict(data["fusion"])
+        if "selection" in data:
+            data["selection"] = ToolSelection.from_dict(data["selection"])
         return cls(**data)

@@ -14,6 +14,7 @@ to the chat model for that turn:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from langgraph.graph import MessagesState
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
 from qta_integrations.ranking import fuse_hits
 from qta_integrations.retrievers import as_pipeline
+from qta_integrations.selection import ToolSelection
+from qta_integrations.settings import RetrievalSettings
 from qta_integrations.sources.langchain import tool_from_langchain
 from qta_integrations.stores import ToolHit
 from qta_integrations.tools import ToolCatalog
@@ -178,16 +181,21 @@ class QTAToolSelector:
     `qta_integrations.ranking.fuse_hits` (weight ``context_weight`` on the context search). So a
     follow-up such as "and tomorrow?" keeps the earlier topic's tools, while a new request still
     ranks its own tools first. The top ``k`` ids are returned; `tools_for` maps them back to the
-    LangChain tools to bind.
+    LangChain tools to bind. With a `ToolSelection` (``selection=``, or the pipeline's), the
+    tools of ``always_include`` come after them on every turn, and a score cut-off decides how
+    many retrieved tools are bound, from the scores of the query's own retrieval.
 
     Args:
         retriever: A `QTARetriever` or a `QTAPipeline`.
         tools: The LangChain tools (or functions), keyed by name, or a ``{tool_id: tool}``
             mapping. Default: the tools the retriever's catalogue was built from.
-        k: Tools bound per turn; default the pipeline's ``k``.
+        k: Tools bound per turn (the most, with a score cut-off), not counting those always
+            included; default the pipeline's ``k``.
         context_turns: Earlier user turns joined to the last one for the context search
             (0 searches the last turn only).
         context_weight: Weight of the context search in the fused score, in [0, 1].
+        selection: Tools bound on every turn and a score cut-off (`ToolSelection`); default
+            the pipeline's (``settings.selection``).
 
     Example:
         .. code-block:: python
@@ -222,8 +230,11 @@ class QTAToolSelector:
         k: int | None = None,
         context_turns: int = DEFAULT_CONTEXT_TURNS,
         context_weight: float = DEFAULT_CONTEXT_WEIGHT,
+        selection: ToolSelection | None = None,
     ) -> None:
         self.pipeline = as_pipeline(retriever)
+        self.pipeline.selection_for(selection)  # fail now for unknown tool ids
+        self.selection = selection
         if k is not None:
             check_positive_int("k", k)
         if context_turns < 0:
@@ -259,33 +270,54 @@ class QTAToolSelector:
     def _pool(self) -> int:
         return min(len(self.pipeline.catalog), max(4 * self.k, 20))
 
-    def _combine(self, result: RetrievalResult, context_hits: list[ToolHit] | None) -> list[str]:
+    def _pool_selection(self) -> tuple[ToolSelection, ToolSelection]:
+        """(the selection to apply, the one that retrieves the pool for it uncut)."""
+        chosen = self.pipeline.selection_for(self.selection)
+        # An infinite margin keeps the whole pool but scores it on the scale the cut-off uses.
+        return chosen, ToolSelection(margin=math.inf) if chosen.cuts else ToolSelection()
+
+    def _combine(
+        self,
+        result: RetrievalResult,
+        context_hits: list[ToolHit] | None,
+        selection: ToolSelection,
+    ) -> list[str]:
+        always = selection.always_include
+        ranked = [t for t in result.tools if t.tool.id not in always]
+        count = selection.count([t.score for t in ranked], self.k)
         if context_hits is None:
-            return result.tool_ids[: self.k]
-        hits = [ToolHit(t.tool.id, t.score) for t in result.tools]
-        fused = fuse_hits(hits, [context_hits], alpha=self.context_weight)
+            return [t.tool.id for t in ranked[:count]] + list(always)
+        hits = [ToolHit(t.tool.id, t.score) for t in ranked]
+        context = [h for h in context_hits if h.tool_id not in always]
+        fused = fuse_hits(hits, [context], alpha=self.context_weight)
         known = (h.tool_id for h in fused if h.tool_id in self.pipeline.catalog)
-        return [tool_id for _, tool_id in zip(range(self.k), known, strict=False)]
+        return [tool_id for _, tool_id in zip(range(count), known, strict=False)] + list(always)
 
     def select(self, messages: Sequence[Any]) -> list[str]:
-        """Tool ids for the conversation's last user turn, best first (at most ``k``)."""
+        """Tool ids for the last user turn: the best (at most ``k``), then those always included."""
         cq = conversation_query(messages, context_turns=self.context_turns)
-        result = self.pipeline.retrieve(cq.query, k=self._pool(), history=cq.history)
+        chosen, pool = self._pool_selection()
+        result = self.pipeline.retrieve(
+            cq.query, k=self._pool(), history=cq.history, selection=pool
+        )
         context = (
             self.pipeline.index.search(cq.context_query, self._pool()) if cq.context_query else None
         )
-        return self._combine(result, context)
+        return self._combine(result, context, chosen)
 
     async def aselect(self, messages: Sequence[Any]) -> list[str]:
         """Async `select`: the pipeline and the context search are awaited concurrently."""
         cq = conversation_query(messages, context_turns=self.context_turns)
-        retrieval = self.pipeline.aretrieve(cq.query, k=self._pool(), history=cq.history)
+        chosen, pool = self._pool_selection()
+        retrieval = self.pipeline.aretrieve(
+            cq.query, k=self._pool(), history=cq.history, selection=pool
+        )
         if cq.context_query is None:
-            return self._combine(await retrieval, None)
+            return self._combine(await retrieval, None, chosen)
         result, context = await asyncio.gather(
             retrieval, self.pipeline.index.asearch(cq.context_query, self._pool())
         )
-        return self._combine(result, context)
+        return self._combine(result, context, chosen)
 
     def tools_for(self, tool_ids: Sequence[str]) -> list[BaseTool]:
         """The LangChain tools for ``tool_ids``.
@@ -332,6 +364,7 @@ def create_qta_agent(
     prompt: str | None = None,
     context_turns: int = DEFAULT_CONTEXT_TURNS,
     context_weight: float = DEFAULT_CONTEXT_WEIGHT,
+    selection: ToolSelection | None = None,
     checkpointer: Any | None = None,
     name: str | None = None,
 ) -> Any:
@@ -353,6 +386,8 @@ def create_qta_agent(
         prompt: An optional system prompt put before the conversation at each model call.
         context_turns: See `QTAToolSelector`.
         context_weight: See `QTAToolSelector`.
+        selection: Tools bound on every turn and a score cut-off (`ToolSelection`); see
+            `QTAToolSelector`. Without ``retriever`` it is the new pipeline's own selection.
         checkpointer: A LangGraph checkpointer, for multi-turn conversations by ``thread_id``.
         name: The compiled graph's name.
 
@@ -379,9 +414,16 @@ def create_qta_agent(
             msg = "create_qta_agent needs tools=, retriever=, or both."
             raise ValueError(msg)
         registry = _registry(tools, None)
-        retriever = QTAPipeline.from_tools(_catalog_from_registry(registry))
+        settings = RetrievalSettings(selection=selection or ToolSelection())
+        retriever = QTAPipeline.from_tools(_catalog_from_registry(registry), settings=settings)
+        selection = None  # the pipeline's own now: fitted when adaptive
     selector = QTAToolSelector(
-        retriever, tools, k=k, context_turns=context_turns, context_weight=context_weight
+        retriever,
+        tools,
+        k=k,
+        context_turns=context_turns,
+        context_weight=context_weight,
+        selection=selection,
     )
     system = [SystemMessage(prompt)] if prompt else []
 

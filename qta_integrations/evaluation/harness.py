@@ -38,6 +38,7 @@ from qta_integrations.evaluation.datasets import RetrievalDataset
 from qta_integrations.fusion import FusionWeights
 from qta_integrations.metrics import ndcg_at_k, recall_at_k, sufficiency_at_k
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.selection import ToolSelection
 from qta_integrations.tools import ToolCatalog
 
 __all__ = [
@@ -274,7 +275,8 @@ def evaluate(
             # The bar moves once per batch (and then shows a time estimate): say what is running.
             bar.set_postfix_str(f"queries {offset + 1}-{offset + len(chunk)}", refresh=True)
             if isinstance(retriever, QTAPipeline):
-                results = retriever.retrieve_batch(chunk, k=depth)
+                # The ranking itself, scored at every cutoff: no score cut-off, nothing appended.
+                results = retriever.retrieve_batch(chunk, k=depth, selection=ToolSelection())
                 chunk_rankings = [r.tool_ids for r in results]
                 chunk_rewrites = [r.rewrites[0] if r.rewrites else None for r in results]
             else:

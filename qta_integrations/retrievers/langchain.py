@@ -8,16 +8,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
+    AsyncCallbackManager,
     AsyncCallbackManagerForRetrieverRun,
+    CallbackManager,
     CallbackManagerForRetrieverRun,
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from qta_integrations.memory import MemoryExample
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.selection import ToolSelection
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
 from qta_integrations.stores import SyncResult
@@ -26,9 +30,13 @@ from qta_integrations.validation import (
     check_positive_int,
     check_storage_directory,
     validate_history,
+    validate_query,
 )
 
 __all__ = ["QTARetriever", "result_to_documents"]
+
+_CALL_OPTIONS = ("k", "history")
+"""The keyword arguments of ``invoke`` / ``batch``."""
 
 
 def result_to_documents(result: RetrievalResult) -> list[Document]:
@@ -47,10 +55,20 @@ def result_to_documents(result: RetrievalResult) -> list[Document]:
                 "query": result.query,
                 "rewritten_query": rewrite,
                 "signals": dict(item.signals),
+                "always_included": item.always_included,
             },
         )
         for item in result.tools
     ]
+
+
+async def _afinish(
+    run: AsyncCallbackManagerForRetrieverRun, outcome: list[Document] | Exception
+) -> None:
+    if isinstance(outcome, Exception):
+        await run.on_retriever_error(outcome)
+    else:
+        await run.on_retriever_end(outcome)
 
 
 class QTARetriever(BaseRetriever):
@@ -137,6 +155,9 @@ class QTARetriever(BaseRetriever):
     chat model / Runnable, or None for plain dense retrieval."""
     settings: RetrievalSettings | None = None
     """Retrieval settings (fetch depth, context tools, fusion weights); an explicit ``k`` wins."""
+    selection: ToolSelection | None = None
+    """Which ranked tools are returned: tools always included, a score cut-off (see
+    `qta_integrations.selection`); default the pipeline's (``settings.selection``)."""
     pipeline: QTAPipeline | None = Field(default=None, exclude=True)
     """A prebuilt pipeline; when given, the component fields above are ignored."""
 
@@ -189,9 +210,12 @@ class QTARetriever(BaseRetriever):
                 settings=self.settings,
                 # Only a k passed here overrides settings.k (as in LlamaIndex's from_defaults).
                 **({"k": self.k} if "k" in self.model_fields_set else {}),
+                # A selection given here is the pipeline's: fitted (if adaptive) and saved.
+                **({"selection": self.selection} if self.selection is not None else {}),
             )
         if "k" not in self.model_fields_set:
             self.k = self.pipeline.k  # the pipeline's k (its settings') is the default
+        self.pipeline.selection_for(self.selection)  # fail now for unknown tool ids
         return self
 
     @property
@@ -209,7 +233,8 @@ class QTARetriever(BaseRetriever):
         history: Sequence[str] | None = (),
     ) -> list[Document]:
         history = validate_history(history)
-        result = self.core.retrieve(query, k=self.k if k is None else k, history=history)
+        k = self.k if k is None else k
+        result = self.core.retrieve(query, k=k, history=history, selection=self.selection)
         return result_to_documents(result)
 
     async def _aget_relevant_documents(
@@ -221,7 +246,8 @@ class QTARetriever(BaseRetriever):
         history: Sequence[str] | None = (),
     ) -> list[Document]:
         history = validate_history(history)
-        result = await self.core.aretrieve(query, k=self.k if k is None else k, history=history)
+        k = self.k if k is None else k
+        result = await self.core.aretrieve(query, k=k, history=history, selection=self.selection)
         return result_to_documents(result)
 
     @classmethod
@@ -318,16 +344,12 @@ class QTARetriever(BaseRetriever):
         """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
         return self.core.remove_examples(queries, fit=fit)
 
-    def _warm_rewrites(self, inputs: Sequence[Any]) -> None:
-        """Generate all rewrites of a batch in one model call; the per-input runs hit the cache."""
-        pipeline = self.core
-        if not pipeline.fusion.uses_rewrite or not pipeline.has_rewriter:
-            return
-        if pipeline.rewriter is None or pipeline.rewriter.cache_size < len(inputs):
-            return
-        queries = [q for q in inputs if isinstance(q, str) and q.strip()]
-        if queries:
-            pipeline.retrieve_batch(queries, k=self.k)
+    # -- batches ----------------------------------------------------------------------
+    #
+    # LangChain's own batch calls invoke once per input (in a thread pool): one embedding pass
+    # and one search per query. Here a batch goes through QTAPipeline.retrieve_batch once (its
+    # queries embedded in one pass, searched together, rewrites generated together) while each
+    # input keeps its own callback run, config and slot for return_exceptions.
 
     def batch(
         self,
@@ -337,9 +359,40 @@ class QTARetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Retrieve for many queries; rewrites are generated as one batch, callbacks per query."""
-        self._warm_rewrites(inputs)
-        return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        """Retrieve for many queries in one pass of the pipeline (`QTAPipeline.retrieve_batch`).
+
+        Each input has its own callback run (``config`` may be one per input); ``k=`` and
+        ``history=`` apply to every input, as in `invoke`. With ``return_exceptions=True`` a
+        bad input gets its exception in its slot and the others are still retrieved.
+        """
+        if not self._batches_natively():
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        runs = [
+            self._callback_manager(c, kwargs).on_retriever_start(
+                None, query, name=c.get("run_name") or self.get_name(), run_id=c.get("run_id")
+            )
+            for query, c in zip(inputs, configs, strict=True)
+        ]
+        outcomes, todo, options = self._plan_batch(inputs, kwargs)
+        if todo:
+            try:
+                results = self.core.retrieve_batch(
+                    [inputs[i] for i in todo], selection=self.selection, **options
+                )
+            except Exception as err:
+                outcomes.update(dict.fromkeys(todo, err))
+            else:
+                outcomes.update(zip(todo, map(result_to_documents, results), strict=True))
+        for position, run in enumerate(runs):
+            outcome = outcomes[position]
+            if isinstance(outcome, Exception):
+                run.on_retriever_error(outcome)
+            else:
+                run.on_retriever_end(outcome)
+        return self._batch_output(outcomes, len(inputs), return_exceptions)
 
     async def abatch(
         self,
@@ -349,9 +402,113 @@ class QTARetriever(BaseRetriever):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Async `batch`; the batched generation runs in a worker thread."""
-        await asyncio.to_thread(self._warm_rewrites, inputs)
-        return await super().abatch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        """Async `batch`: one `QTAPipeline.aretrieve_batch` call, in a worker thread."""
+        if not self._batches_natively():
+            return await super().abatch(
+                inputs, config, return_exceptions=return_exceptions, **kwargs
+            )
+        if not inputs:
+            return []
+        configs = get_config_list(config, len(inputs))
+        runs = await asyncio.gather(
+            *(
+                self._async_callback_manager(c, kwargs).on_retriever_start(
+                    None, query, name=c.get("run_name") or self.get_name(), run_id=c.get("run_id")
+                )
+                for query, c in zip(inputs, configs, strict=True)
+            )
+        )
+        outcomes, todo, options = self._plan_batch(inputs, kwargs)
+        if todo:
+            try:
+                results = await self.core.aretrieve_batch(
+                    [inputs[i] for i in todo], selection=self.selection, **options
+                )
+            except Exception as err:
+                outcomes.update(dict.fromkeys(todo, err))
+            else:
+                outcomes.update(zip(todo, map(result_to_documents, results), strict=True))
+        await asyncio.gather(*(_afinish(run, outcomes[i]) for i, run in enumerate(runs)))
+        return self._batch_output(outcomes, len(inputs), return_exceptions)
+
+    def _batches_natively(self) -> bool:
+        # A subclass with its own _get_relevant_documents gets LangChain's per-input batch.
+        cls = type(self)
+        return (
+            cls._get_relevant_documents is QTARetriever._get_relevant_documents
+            and cls._aget_relevant_documents is QTARetriever._aget_relevant_documents
+        )
+
+    def _callback_manager(self, config: RunnableConfig, kwargs: dict[str, Any]) -> CallbackManager:
+        """The callback manager `invoke` would configure for ``config``."""
+        return CallbackManager.configure(
+            config.get("callbacks"),
+            None,
+            inheritable_tags=config.get("tags"),
+            local_tags=self.tags,
+            inheritable_metadata={
+                **(config.get("metadata") or {}),
+                **self._get_ls_params(**kwargs),
+            },
+            local_metadata=self.metadata,
+        )
+
+    def _async_callback_manager(
+        self, config: RunnableConfig, kwargs: dict[str, Any]
+    ) -> AsyncCallbackManager:
+        """The callback manager `ainvoke` would configure for ``config``."""
+        return AsyncCallbackManager.configure(
+            config.get("callbacks"),
+            None,
+            inheritable_tags=config.get("tags"),
+            local_tags=self.tags,
+            inheritable_metadata={
+                **(config.get("metadata") or {}),
+                **self._get_ls_params(**kwargs),
+            },
+            local_metadata=self.metadata,
+        )
+
+    def _plan_batch(
+        self, inputs: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[dict[int, list[Document] | Exception], list[int], dict[str, Any]]:
+        """Check a batch: (failed inputs by position, positions to retrieve, call options).
+
+        A bad option fails every input, as it would fail every `invoke`; a bad query fails its
+        own input only.
+        """
+        try:
+            unknown = sorted(set(kwargs) - set(_CALL_OPTIONS))
+            if unknown:
+                msg = (
+                    f"QTARetriever.batch got unexpected keyword argument(s) {unknown}; it takes "
+                    f"{list(_CALL_OPTIONS)}, like invoke."
+                )
+                raise TypeError(msg)
+            k = kwargs.get("k")
+            k = self.k if k is None else check_positive_int("k", k)
+            history = validate_history(kwargs.get("history", ()))
+        except Exception as err:
+            return dict.fromkeys(range(len(inputs)), err), [], {}
+        failed: dict[int, list[Document] | Exception] = {}
+        for position, query in enumerate(inputs):
+            try:
+                validate_query(query)
+            except Exception as err:
+                failed[position] = err
+        todo = [i for i in range(len(inputs)) if i not in failed]
+        return failed, todo, {"k": k, "histories": [history] * len(todo)}
+
+    @staticmethod
+    def _batch_output(
+        outcomes: dict[int, list[Document] | Exception], size: int, return_exceptions: bool
+    ) -> list[Any]:
+        ordered = [outcomes[i] for i in range(size)]
+        if not return_exceptions:
+            first = next((o for o in ordered if isinstance(o, Exception)), None)
+            if first is not None:
+                raise first
+        return ordered
 
     # -- saving -------------------------------------------------------------------------
 

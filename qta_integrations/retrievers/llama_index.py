@@ -29,6 +29,7 @@ from qta_integrations import persist
 from qta_integrations.memory import MemoryExample
 from qta_integrations.persist import SAVED
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.selection import ToolSelection
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
 from qta_integrations.stores import SyncResult
@@ -42,15 +43,16 @@ logger = logging.getLogger(__name__)
 
 
 # Per-request fields: shown to no LLM and embedded nowhere.
-_RESULT_KEYS = ["query", "rewritten_query", "rank", "tool_id", "signals"]
+_RESULT_KEYS = ["query", "rewritten_query", "rank", "tool_id", "signals", "always_included"]
 
 
 def result_to_nodes(result: RetrievalResult) -> list[NodeWithScore]:
     """LlamaIndex nodes for a result: node id = tool id, text = ``"name: description"``.
 
     The metadata holds the tool's own metadata plus ``tool_id``, ``tool_name``, ``rank``,
-    ``query``, ``rewritten_query`` (None when the query was not rewritten) and ``signals`` (each
-    fused signal's score; empty for dense-only retrieval).
+    ``query``, ``rewritten_query`` (None when the query was not rewritten), ``signals`` (each
+    fused signal's score; empty for dense-only retrieval) and ``always_included`` (a tool of
+    ``ToolSelection.always_include``).
     """
     rewrite = result.rewrites[0] if result.rewrites else None
     nodes = []
@@ -63,6 +65,7 @@ def result_to_nodes(result: RetrievalResult) -> list[NodeWithScore]:
             "query": result.query,
             "rewritten_query": rewrite,
             "signals": dict(item.signals),
+            "always_included": item.always_included,
         }
         node = TextNode(
             id_=item.tool.id,
@@ -107,6 +110,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
             `QTARetriever`'s through ``QTARetriever.as_llama_index_retriever()``).
         k: Number of tools returned; defaults to the pipeline's ``k``.
         similarity_top_k: LlamaIndex's name for ``k`` (pass one of the two).
+        selection: Tools always included and a score cut-off (`ToolSelection`); default the
+            pipeline's (``settings.selection``).
         callback_manager: LlamaIndex callbacks.
         verbose: LlamaIndex verbosity.
 
@@ -159,6 +164,7 @@ class QTALlamaIndexRetriever(BaseRetriever):
         *,
         k: int | None = None,
         similarity_top_k: int | None = None,
+        selection: ToolSelection | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -170,6 +176,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
             raise TypeError(msg)
         self.pipeline = pipeline
         self.k = _resolve_k(pipeline, k, similarity_top_k)
+        pipeline.selection_for(selection)  # fail now for unknown tool ids
+        self.selection = selection
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @property
@@ -189,6 +197,7 @@ class QTALlamaIndexRetriever(BaseRetriever):
         rewriter: Any = "default",
         k: int | None = None,
         settings: RetrievalSettings | None = None,
+        selection: ToolSelection | None = None,
         persist_dir: str | os.PathLike[str] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
@@ -205,6 +214,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
                 `QueryRewriter`, a LangChain chat model, or None for dense retrieval only.
             k: Number of tools returned (default ``settings.k``, 5).
             settings: Retrieval settings (fetch depth, context tools, fusion weights).
+            selection: Tools always included and a score cut-off (`ToolSelection`), stored in
+                the pipeline's settings (so an adaptive one is fitted and saved).
             persist_dir: Keep the embedded Chroma index on disk in this directory and save the
                 catalogue and settings beside it (see `persist`).
             callback_manager: LlamaIndex callbacks.
@@ -234,7 +245,10 @@ class QTALlamaIndexRetriever(BaseRetriever):
             llama_index=index,
             persist_directory=Path(persist_dir) / CHROMA_DIR if persist_dir is not None else None,
             rewriter=rewriter,
-            settings=(settings or RetrievalSettings()).replace(**({} if k is None else {"k": k})),
+            settings=(settings or RetrievalSettings()).replace(
+                **({} if k is None else {"k": k}),
+                **({} if selection is None else {"selection": selection}),
+            ),
         )
         retriever = cls(pipeline, callback_manager=callback_manager, verbose=verbose)
         if persist_dir is not None:
@@ -387,10 +401,13 @@ class QTALlamaIndexRetriever(BaseRetriever):
         return await super().aretrieve(_check_query(str_or_query_bundle))
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return result_to_nodes(self.pipeline.retrieve(query_bundle.query_str, k=self.k))
+        query = query_bundle.query_str
+        return result_to_nodes(self.pipeline.retrieve(query, k=self.k, selection=self.selection))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return result_to_nodes(await self.pipeline.aretrieve(query_bundle.query_str, k=self.k))
+        query = query_bundle.query_str
+        result = await self.pipeline.aretrieve(query, k=self.k, selection=self.selection)
+        return result_to_nodes(result)
 
 
 class _ToolObjectMapping(BaseObjectNodeMapping[Any]):
@@ -457,6 +474,8 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         retriever: A `QTALlamaIndexRetriever` to wrap, instead of ``pipeline``.
         k: Number of tools returned; defaults to the pipeline's ``k``.
         similarity_top_k: LlamaIndex's name for ``k``.
+        selection: Tools always included and a score cut-off (`ToolSelection`); default the
+            pipeline's.
         node_postprocessors: Applied to the retrieved nodes before mapping them to tools.
 
     Example:
@@ -489,6 +508,7 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         retriever: QTALlamaIndexRetriever | None = None,
         k: int | None = None,
         similarity_top_k: int | None = None,
+        selection: ToolSelection | None = None,
         node_postprocessors: list[BaseNodePostprocessor] | None = None,
     ) -> None:
         if retriever is None:
@@ -498,9 +518,14 @@ class QTAToolRetriever(ObjectRetriever[Any]):
                     "QTAToolRetriever.from_defaults(llama_index_tools)."
                 )
                 raise ValueError(msg)
-            retriever = QTALlamaIndexRetriever(pipeline, k=k, similarity_top_k=similarity_top_k)
-        elif pipeline is not None or k is not None or similarity_top_k is not None:
-            msg = "With retriever=, pass no pipeline/k/similarity_top_k: they are the retriever's."
+            retriever = QTALlamaIndexRetriever(
+                pipeline, k=k, similarity_top_k=similarity_top_k, selection=selection
+            )
+        elif any(v is not None for v in (pipeline, k, similarity_top_k, selection)):
+            msg = (
+                "With retriever=, pass no pipeline/k/similarity_top_k/selection: they are the "
+                "retriever's."
+            )
             raise ValueError(msg)
         pipeline = retriever.pipeline
         _check_tool_objects(pipeline.catalog)

@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "ToolCatalog",
     "ToolHit",
     "ToolIndex",
+    "ToolSelection",
     "VectorStoreToolIndex",
     "__version__",
     "chroma_tool_index",

@@ -114,6 +114,7 @@ def test_retrieve_returns_one_node_per_tool(
         "rank": 1,
         "query": UMBRELLA,
         "rewritten_query": REWRITES[UMBRELLA],
+        "always_included": False,
     }
     # The paper's fusion: 0.5 * dense + 0.5 * rewrite, each signal's score is kept.
     assert set(signals) == {"dense", "rewrite"}
