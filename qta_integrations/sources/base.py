@@ -199,7 +199,9 @@ class Tool:
                 " Write one sentence saying what the tool does."
             )
             raise TypeError(msg)
-        parameters = _parameters_of_record(data.get("parameters", ()), f"{where} (id {tool_id!r})")
+        parameters = _parameters_of_record(
+            data.get("parameters") or (), f"{where} (id {tool_id!r})"
+        )
         extra = {k: v for k, v in data.items() if k not in _RECORD_KEYS}
         return cls(
             id=tool_id, name=name, description=description, parameters=parameters, metadata=extra
@@ -262,9 +264,10 @@ def parameters_from_schema(schema: Any, *, where: str = "tool") -> tuple[ToolPar
     parameters = []
     for name, spec in properties.items():
         description = spec.get("description", "") if isinstance(spec, Mapping) else ""
-        parameters.append(
-            ToolParameter(str(name), description if isinstance(description, str) else "")
-        )
+        if not isinstance(name, str) or not name.strip():
+            msg = f"{where} has an input schema property with no name: {describe(name)}."
+            raise ValueError(msg)
+        parameters.append(ToolParameter(name, description if isinstance(description, str) else ""))
     return tuple(parameters)
 
 
@@ -281,14 +284,16 @@ def _parameters_of_record(value: Any, where: str) -> tuple[ToolParameter, ...]:
         raise TypeError(msg)
     parameters = []
     for item in value:
-        if isinstance(item, str):
-            parameters.append(ToolParameter(item))
-        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            parameters.append(ToolParameter(item["name"], item.get("description") or ""))
+        if isinstance(item, Mapping):
+            name, description = item.get("name"), item.get("description") or ""
         else:
+            name, description = item, ""
+        try:
+            parameters.append(ToolParameter(name, description))
+        except (TypeError, ValueError) as err:
             msg = (
-                f"{where} has a parameter {describe(item)}; each parameter is a name or a "
-                '{"name": ..., "description": ...} record.'
+                f"{where} has a bad parameter {describe(item)} ({str(err).rstrip('.')}). Each "
+                'parameter is a name or a {"name": ..., "description": ...} record.'
             )
-            raise TypeError(msg)
+            raise TypeError(msg) from None
     return tuple(parameters)

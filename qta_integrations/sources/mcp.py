@@ -126,8 +126,13 @@ async def aload_mcp_tools(
     if framework not in ("langchain", "llama_index"):
         msg = f"framework must be 'langchain' or 'llama_index', got {framework!r}."
         raise ValueError(msg)
+    # A stdio server may take no arguments; the adapters insist on an 'args' list.
     client = client_class(
-        {name: dict(c) for name, c in connections.items()}, tool_name_prefix=tool_name_prefix
+        {
+            name: {"args": [], **c} if c["transport"] == "stdio" else dict(c)
+            for name, c in connections.items()
+        },
+        tool_name_prefix=tool_name_prefix,
     )
     listings = await asyncio.gather(
         *(_list_server(client, name, connections[name], timeout) for name in connections),
@@ -221,6 +226,15 @@ def _check_connections(connections: Any) -> None:
             msg = (
                 f"connections[{name!r}] has transport {describe(transport)}; use one of "
                 f"{sorted(set(_NEEDS) - {'http', 'streamable-http'})}."
+            )
+            raise ValueError(msg)
+        args = connection.get("args", [])
+        if transport == "stdio" and (
+            isinstance(args, (str, bytes)) or not isinstance(args, Sequence)
+        ):
+            msg = (
+                f"connections[{name!r}] has 'args' {describe(args)}; give the command's "
+                'arguments as a list of strings, e.g. ["server.py", "--port", "0"].'
             )
             raise ValueError(msg)
         if not connection.get(needed):

@@ -91,3 +91,20 @@ def _loaded_after(code: str) -> list[str]:
 )
 def test_import_does_not_load_heavy_dependencies(code: str) -> None:
     assert _loaded_after(code) == []
+
+
+def test_mcp_packages_are_imported_only_when_servers_are_listed() -> None:
+    code = (
+        "import sys\nimport qta_integrations.sources.mcp\n"
+        "from qta_integrations import QTARetriever, QTAToolRetriever\n"
+        "print(','.join(m for m in ('mcp', 'langchain_mcp_adapters') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.stdout.strip() == ""

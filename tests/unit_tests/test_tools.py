@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from qta_integrations.sources.base import MAX_PARAMETER_CHARS
 from qta_integrations.sources.files import read_records
-from qta_integrations.tools import Tool, ToolCatalog
+from qta_integrations.tools import Tool, ToolCatalog, ToolParameter, parameters_from_schema
 
 
 def _langchain_tools() -> list[Any]:
@@ -179,3 +180,96 @@ def test_check_ids_lists_every_unknown_id(tool_dicts: list[dict[str, str]]) -> N
     assert str(info.value).startswith("training labels name")
     with pytest.raises(ValueError, match=r"\['nope'\]"):
         catalog["nope"]
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def test_tools_without_parameters_index_the_same_text_as_before(
+    tool_dicts: list[dict[str, str]],
+) -> None:
+    for record in tool_dicts:
+        tool = ToolCatalog.from_dicts([record])[0]
+        assert tool.parameters == ()
+        assert tool.text == f"{record['name']}: {record['description']}"
+        assert tool.to_dict() == record  # no 'parameters' key written
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "City to forecast."},
+                "days": {"type": "integer"},
+            },
+        },
+        [{"name": "city", "description": "City to forecast."}, {"name": "days"}],
+        [{"name": "city", "description": "City to forecast."}, "days"],
+    ],
+    ids=["json-schema", "records", "names"],
+)
+def test_parameters_of_a_record(parameters: Any) -> None:
+    record = {"id": "w", "name": "get_weather", "description": "Weather.", "parameters": parameters}
+    tool = ToolCatalog.from_dicts([record])[0]
+    assert tool.parameters == (ToolParameter("city", "City to forecast."), ToolParameter("days"))
+    assert tool.text == "get_weather: Weather. Parameters: city (City to forecast), days."
+    assert "parameters" not in tool.metadata
+    again = Tool.from_dict(tool.to_dict())  # what persist writes reads back the same
+    assert again == tool and again.text == tool.text
+
+
+def test_parameter_text_is_one_short_line() -> None:
+    long = " ".join(["word"] * 60)
+    text = ToolParameter("q", f"A query\n   spanning lines. {long}.").text
+    assert "\n" not in text and text.startswith("q (A query spanning lines. word")
+    assert text.endswith("...)") and len(text) <= MAX_PARAMETER_CHARS + 10
+    tool = Tool(id="x", name="", description="Search", parameters=(ToolParameter("q"),))
+    assert tool.text == "Search. Parameters: q."
+
+
+def test_parameters_from_schema_orders_and_tolerates() -> None:
+    schema = {"properties": {"b": {"description": 3}, "a": True}}  # no type: an object
+    assert parameters_from_schema(schema) == (ToolParameter("b"), ToolParameter("a"))
+    assert parameters_from_schema({}) == ()
+    with pytest.raises(ValueError, match=r"^crm tool 'x' has an input schema of type list"):
+        parameters_from_schema([1], where="crm tool 'x'")
+
+
+def test_langchain_tools_index_their_parameters() -> None:
+    from langchain_core.tools import StructuredTool, tool
+
+    @tool(parse_docstring=True)
+    def get_forecast(city: str, days: int = 3) -> str:
+        """Weather forecast for a city.
+
+        Args:
+            city: The city to forecast.
+            days: How many days ahead.
+        """
+        return city
+
+    catalog = ToolCatalog.from_langchain_tools([get_forecast, *_langchain_tools()])
+    assert catalog["get_forecast"].text == (
+        "get_forecast: Weather forecast for a city. Parameters: city (The city to forecast), "
+        "days (How many days ahead)."
+    )
+    assert catalog["get_weather"].text == (
+        "get_weather: Current weather and forecast for a city. Parameters: city."
+    )
+    bad = StructuredTool(
+        name="echo",
+        description="Repeat it.",
+        args_schema={"type": "string"},
+        func=lambda x: x,
+    )
+    with pytest.raises(ValueError, match=r"LangChain tool 'echo' has an input schema of type"):
+        ToolCatalog.from_langchain_tools([bad])
+
+
+def test_tool_refuses_parameters_that_are_not_records() -> None:
+    with pytest.raises(TypeError, match=r"Tool 'x': parameters must be ToolParameter records"):
+        Tool(id="x", name="x", description="d", parameters=("city",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="parameter's name must be a non-empty str"):
+        ToolParameter(" ")

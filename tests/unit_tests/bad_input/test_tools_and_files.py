@@ -42,6 +42,31 @@ BAD_RECORDS: list[tuple[Any, type[Exception], str]] = [
     (42, TypeError, r"tool #1 must be a mapping.*got int: 42"),
     (None, TypeError, r"tool #1 must be a mapping.*got NoneType"),
     (["weather", "d"], TypeError, r"tool #1 must be a mapping.*got list"),
+    (
+        {"id": "x", "description": "d", "parameters": "city"},
+        TypeError,
+        r"\(id 'x'\) has 'parameters' 'city' of type str.*JSON Schema object",
+    ),
+    (
+        {"id": "x", "description": "d", "parameters": {"type": "string"}},
+        ValueError,
+        r"\(id 'x'\) has an input schema of type 'string', not 'object'.*one property per",
+    ),
+    (
+        {"id": "x", "description": "d", "parameters": {"type": "object", "properties": [1]}},
+        ValueError,
+        r"\(id 'x'\) has input schema 'properties' of type list",
+    ),
+    (
+        {"id": "x", "description": "d", "parameters": [42]},
+        TypeError,
+        r"\(id 'x'\) has a bad parameter 42 \(A tool parameter's name must be a non-empty str",
+    ),
+    (
+        {"id": "x", "description": "d", "parameters": [{"name": "a", "description": 3}]},
+        TypeError,
+        r"has a bad parameter .*non-string description 3",
+    ),
 ]
 RECORD_IDS = [repr(r)[:30] for r, _, _ in BAD_RECORDS]
 
@@ -101,8 +126,22 @@ def test_unsupported_tools_arguments(tools: Any, error: type[Exception], pattern
         ({"id": "x", "name": "", "description": "d"}, ("x", "", "d")),
         ({"name": "lookup", "description": "d"}, ("lookup", "lookup", "lookup: d")),
         ({"id": "x", "description": "d"}, ("x", "x", "x: d")),
+        ({"id": "x", "description": "d", "parameters": None}, ("x", "x", "x: d")),
+        ({"id": "x", "description": "d", "parameters": {}}, ("x", "x", "x: d")),
+        (
+            {"id": "x", "description": "Do it", "parameters": ["a", {"name": "b"}]},
+            ("x", "x", "x: Do it. Parameters: a, b."),
+        ),
     ],
-    ids=["int-id", "empty-name", "id-from-name", "name-from-id"],
+    ids=[
+        "int-id",
+        "empty-name",
+        "id-from-name",
+        "name-from-id",
+        "null-params",
+        "no-params",
+        "names",
+    ],
 )
 def test_documented_conversions(record: dict[str, Any], expected: tuple[str, str, str]) -> None:
     tool = ToolCatalog.from_dicts([record])[0]
