@@ -284,10 +284,8 @@ def _parameters_of_record(value: Any, where: str) -> tuple[ToolParameter, ...]:
         raise TypeError(msg)
     parameters = []
     for item in value:
-        if isinstance(item, Mapping):
-            name, description = item.get("name"), item.get("description") or ""
-        else:
-            name, description = item, ""
+        name: Any = item.get("name") if isinstance(item, Mapping) else item
+        description: Any = (item.get("description") or "") if isinstance(item, Mapping) else ""
         try:
             parameters.append(ToolParameter(name, description))
         except (TypeError, ValueError) as err:
