@@ -11,7 +11,13 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from qta_integrations.embeddings import embed_queries
-from qta_integrations.stores.base import REFERENCE_FORMAT, IndexEntry, IndexHit, ScoredToolIndex
+from qta_integrations.stores.base import (
+    REFERENCE_FORMAT,
+    IndexEntry,
+    IndexHit,
+    ScoredToolIndex,
+    top_indices,
+)
 from qta_integrations.tools import Tool, ToolCatalog
 
 __all__ = ["EXACT_INDEX_FILE", "ExactToolIndex"]
@@ -119,7 +125,7 @@ class ExactToolIndex(ScoredToolIndex):
         rows = tool_hits + example_hits
         results = []
         for row in scores:
-            order = np.argsort(-row, kind="stable")[:k]
+            order = top_indices(row, k)
             results.append(
                 [
                     IndexHit(rows[n].entry_id, float(row[n]), rows[n].kind, rows[n].tool_ids)

@@ -13,15 +13,17 @@ queries). Syncing one never touches the other.
 Where the store can list its own entries (Chroma, embedded or server; ``InMemoryVectorStore``;
 a LlamaIndex ``VectorStoreIndex`` on its default store; `ExactToolIndex`), the listing is the
 truth and the record is only a cache: a store written by an older version, by another process
-or left half-written by a crash is brought back to the source exactly. Where it cannot, the
-record is all there is; with no record, everything is upserted and a warning says that entries
-written before cannot be removed.
+or left half-written by a crash is brought back to the source exactly. (An embedded Chroma
+lists only its ids and takes the hashes of recorded ids from its record, which lives in its
+directory and is written under its write lock: `ToolIndex.sync_listing`.) Where it cannot
+list, the record is all there is; with no record, everything is upserted and a warning says
+that entries written before cannot be removed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +38,10 @@ Namespace = Literal["tools", "examples"]
 NAMESPACES: dict[str, str] = {"tools": "tool", "examples": "example"}
 """Each namespace and the entry kind it holds."""
 
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = 4096
+"""Entries embedded and written per call to the index. Large batches let sentence-transformers
+sort more texts by length (less padding) and keep the store's calls few; 4,096 vectors of 384
+floats are about 50 MB as Python lists."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ def sync_index(
         to_write = [e for e in source.values() if existing.get(e.id) != e.content_hash]
         num_added = sum(1 for e in to_write if e.id not in existing)
         stale = [i for i in existing if i not in source]
-        _write(index, records, namespace, to_write, batch_size, show_progress)
+        _write(index, records, namespace, to_write, existing.keys(), batch_size, show_progress)
         if stale:
             # Forget first: a crash in between leaves an unrecorded entry, which a store that
             # lists its entries finds and deletes on the next sync.
@@ -159,7 +164,7 @@ def _existing_hashes(
     index: ToolIndex, kind: str, namespace: str, records: RecordManager
 ) -> dict[str, str | None]:
     recorded = records.get(namespace)
-    listed = index.list_entries(kind)
+    listed = index.sync_listing(kind, recorded)
     if listed is None:
         if not recorded:
             logger.warning(
@@ -188,6 +193,7 @@ def _write(
     records: RecordManager,
     namespace: str,
     entries: list[IndexEntry],
+    stored: Collection[str],
     batch_size: int,
     show_progress: bool,
 ) -> None:
@@ -195,9 +201,14 @@ def _write(
         return
     from tqdm.auto import tqdm
 
-    starts = range(0, len(entries), batch_size)
-    desc = f"Indexing {namespace}"
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not show_progress):
-        batch = entries[start : start + batch_size]
-        index.upsert(batch)
-        records.update(namespace, {e.id: e.content_hash for e in batch})
+    with tqdm(
+        total=len(entries), desc=f"Indexing {namespace}", unit="entry", disable=not show_progress
+    ) as progress:
+        for start in range(0, len(entries), batch_size):
+            batch = entries[start : start + batch_size]
+            # Forget what is rewritten first: a crash in between leaves it unrecorded, so the
+            # next sync reads it from the store instead of trusting a hash the store may lack.
+            records.delete(namespace, [e.id for e in batch if e.id in stored])
+            index.upsert(batch)
+            records.update(namespace, {e.id: e.content_hash for e in batch})
+            progress.update(len(batch))

@@ -131,7 +131,7 @@ def test_example_entry_id_is_a_stable_hash() -> None:
         ({}, True),
         ({"text": "other text"}, False),
         ({"metadata": {"a": 1}}, False),
-        ({"kind": "example", "tool_ids": ("t",)}, False),
+        ({"id": "example:t", "kind": "example", "tool_ids": ("t",)}, False),
     ],
 )
 def test_content_hash_covers_kind_text_tool_ids_and_metadata(
@@ -157,6 +157,7 @@ def test_content_hash_is_stable_across_metadata_order() -> None:
         ({"id": "t", "text": "x", "kind": "doc"}, ValueError, "must be one of"),
         ({"id": "t", "text": "x", "tool_ids": ("u",)}, ValueError, r"must be \('t',\)"),
         ({"id": "e", "text": "x", "kind": "example"}, ValueError, "has no tool ids"),
+        ({"id": "e", "text": "x", "kind": "example", "tool_ids": ("t",)}, ValueError, "'example:'"),
         ({"id": "e", "text": "x", "kind": "example", "tool_ids": "abc"}, TypeError, "sequence"),
         ({"id": "t", "text": "x", "metadata": {"l": [1]}}, ValueError, "flat metadata"),
         ({"id": "t", "text": "x", "metadata": {"qta_kind": "x"}}, ValueError, "reserved"),
