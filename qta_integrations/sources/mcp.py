@@ -164,10 +164,8 @@ def load_mcp_tools(
     """`aload_mcp_tools` from synchronous code (in a worker thread when a loop is running).
 
     In async code (a notebook, a server), prefer ``await aload_mcp_tools(...)``: this call
-    blocks its caller until every server has answered.
-
-    Raises:
-        See `aload_mcp_tools`.
+    blocks its caller until every server has answered. It raises what `aload_mcp_tools`
+    raises.
     """
     options: dict[str, Any] = {
         "tool_name_prefix": tool_name_prefix,
