@@ -52,8 +52,8 @@ class ToolSelection:
 
     Example:
         >>> scores = [3.1, 2.6, 1.9, 1.7]  # fused scores, best first
-        >>> [ToolSelection(margin=m).count(scores, k=5) for m in (0.1, 1.0, 1.3)]
-        [1, 2, 3]
+        >>> tuple(ToolSelection(margin=m).count(scores, k=5) for m in (0.1, 1.0, 1.3))
+        (1, 2, 3)
         >>> ToolSelection(margin=0.1, min_k=2).count(scores, k=5)  # at least min_k
         2
         >>> ToolSelection().count(scores, k=3)  # no margin: a fixed top k
