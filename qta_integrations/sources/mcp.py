@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import io
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -274,7 +275,13 @@ async def _list_server(
         raise TimeoutError(msg) from None
     except Exception as err:
         cause = _root(err)
-        if connection["transport"] == "stdio":
+        if connection["transport"] == "stdio" and isinstance(cause, io.UnsupportedOperation):
+            fix = (
+                "The MCP client sends a stdio server's log to sys.stderr, which here has no file "
+                "descriptor (as in a notebook kernel run by pytest, or a captured console): run "
+                "with a real stderr, or serve the server over streamable HTTP."
+            )
+        elif connection["transport"] == "stdio":
             fix = (
                 "Check that the command exists and starts an MCP server on stdio: run it in a "
                 f"terminal to see its errors, or fix 'command'/'args' in connections[{name!r}]."

@@ -59,6 +59,22 @@ def test_a_command_that_exits_at_once() -> None:
         load_mcp_tools(connections)
 
 
+def test_a_stderr_without_a_file_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import mcp.client.stdio
+
+    # The stdio client logs servers to sys.stderr as it was when mcp was imported.
+    inner = mcp.client.stdio.stdio_client.__wrapped__  # type: ignore[attr-defined]
+    monkeypatch.setattr(inner, "__defaults__", (io.StringIO(),))
+    connections = {"files": {"transport": "stdio", "command": sys.executable, "args": ["-c", "0"]}}
+    with pytest.raises(ConnectionError) as err:
+        load_mcp_tools(connections)
+    assert "UnsupportedOperation: fileno" in str(err.value)
+    assert "sys.stderr, which here has no file descriptor" in str(err.value)
+    assert "serve the server over streamable HTTP" in str(err.value)
+
+
 def test_a_server_that_does_not_answer() -> None:
     with silent_port() as url:
         connections = {"slow": {"transport": "streamable_http", "url": url}}
