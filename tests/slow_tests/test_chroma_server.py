@@ -1,6 +1,7 @@
 """The index guarantees against a real Chroma server (``chroma run``), on loopback only.
 
-Slow (about 15 s): it starts the server twice and two client processes.
+Slow (about a minute): it starts the server for each test, restarts it once, starts client
+processes, syncs a few thousand tools and runs the documentation's server blocks.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from typing import Any
 
 import pytest
 
+from qta_integrations import persist
 from qta_integrations.pipeline import QTAPipeline
-from qta_integrations.stores import IndexEntry, VectorStoreToolIndex, chroma_tool_index, load_index
+from qta_integrations.stores import (
+    IndexEntry,
+    SyncResult,
+    VectorStoreToolIndex,
+    chroma_tool_index,
+    load_index,
+)
 from qta_integrations.testing import KeywordEmbeddings
 from qta_integrations.tools import Tool, ToolCatalog
 from tests.conftest import TOOLS, CountingEmbeddings
+from tests.unit_tests.test_docs_snippets import run_page, server_pages
 
 pytestmark = pytest.mark.slow
 
@@ -166,3 +175,114 @@ def test_a_server_index_is_saved_by_reference(
     loaded = load_index(reference, tmp_path / "saved", embeddings=KeywordEmbeddings())
     assert loaded.list_entries("tool") == index.list_entries("tool")
     assert loaded.search("play a song", k=1)[0].tool_id == "music"
+
+
+# -- a few thousand tools ------------------------------------------------------------------------
+
+SIZE = 5_500  # more than a page of listing (5,000) and more than one write batch
+TOPICS = ["weather", "stocks", "flights", "hotels", "music", "maps", "news", "sports", "recipes"]
+LABELLED = [
+    {"query": "weather forecast for Oslo tomorrow", "tools": ["weather_3"]},
+    {"query": "weather in Paris this weekend", "tools": ["weather_3"]},
+    {"query": "stock price of ACME right now", "tools": ["stocks_5"]},
+    {"query": "latest stock quote for Initech", "tools": ["stocks_5"]},
+    {"query": "book a flight to Rome", "tools": ["flights_7", "hotels_2"]},
+]
+
+
+def _many_tools(revised: frozenset[int] = frozenset()) -> list[dict[str, str]]:
+    tools = []
+    for i in range(SIZE):
+        topic = TOPICS[i % len(TOPICS)]
+        number = i // len(TOPICS)
+        extra = " Revised." if i in revised else ""
+        tools.append(
+            {
+                "id": f"{topic}_{number}",
+                "name": f"{topic}_api_{number}",
+                "description": f"{topic} service number {number} variant{number}.{extra}",
+            }
+        )
+    return tools
+
+
+def _ranking_in_process(saved: str, queries: list[str], results: Any) -> None:
+    pipeline = persist.load(saved, embeddings=KeywordEmbeddings())
+    results.put([pipeline.retrieve(q, k=5).tool_ids for q in queries])
+
+
+def test_a_few_thousand_tools_on_a_chroma_server(
+    chroma_server: tuple[int, Callable[[], None]], tmp_path: Path
+) -> None:
+    port, _ = chroma_server
+    embeddings = CountingEmbeddings()
+    pipeline = QTAPipeline(ToolCatalog.from_dicts(_many_tools()), _index(port, embeddings), None)
+    assert embeddings.documents_embedded == SIZE
+    assert len(pipeline.index.list_entries("tool") or {}) == SIZE
+    pipeline.add_examples(LABELLED)
+    assert not pipeline.fusion.dense_only  # the labels are used: lexical, memory or prior
+    saved = tmp_path / "saved"
+    persist.save(pipeline, saved)  # the state and a reference to the server
+    queries = [e["query"] for e in LABELLED] + ["music service number 40", "maps variant7"]
+    expected = [pipeline.retrieve(q, k=5).tool_ids for q in queries]
+
+    # 1% of the tools change: a fresh client (no record of its own) embeds only those.
+    revised = frozenset(range(0, SIZE, 100))
+    embeddings = CountingEmbeddings()
+    fresh = QTAPipeline(
+        ToolCatalog.from_dicts(_many_tools(revised)),
+        _index(port, embeddings),
+        None,
+        index_tools=False,
+    )
+    changed = fresh.index_catalog()
+    assert changed == SyncResult(num_updated=len(revised), num_skipped=SIZE - len(revised))
+    assert embeddings.documents_embedded == len(revised)
+    back = QTAPipeline(ToolCatalog.from_dicts(_many_tools()), fresh.index, None, index_tools=False)
+    assert back.index_catalog().num_updated == len(revised)  # and back
+    assert len(fresh.index.list_entries("example") or {}) == len(LABELLED)  # examples untouched
+
+    # Two client processes, restored from the saved reference, query at once.
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    readers = [
+        context.Process(target=_ranking_in_process, args=(str(saved), queries, results))
+        for _ in range(2)
+    ]
+    for reader in readers:
+        reader.start()
+    found = [results.get(timeout=120) for _ in readers]
+    for reader in readers:
+        reader.join(timeout=60)
+    assert [r.exitcode for r in readers] == [0, 0]
+    assert found == [expected, expected]
+
+    # A restarted client with the same catalogue: nothing is embedded, its examples are found.
+    embeddings = CountingEmbeddings()
+    restarted = persist.load(saved, embeddings=embeddings)
+    assert restarted.index_catalog() == SyncResult(num_skipped=SIZE)
+    assert embeddings.documents_embedded == 0
+    assert {e.entry_id for e in restarted.memory} == set(
+        restarted.index.list_entries("example") or {}
+    )
+    assert restarted.fusion == pipeline.fusion
+    result = restarted.retrieve(LABELLED[0]["query"], k=5)
+    assert result.tool_ids == expected[0]
+    assert result.tools[0].tool.id == "weather_3"
+    if pipeline.fusion.memory:
+        assert result.tools[0].signals["memory"] == pytest.approx(1.0, abs=1e-4)
+
+    # Without its saved state a client has no example memory: the server's examples stay
+    # there but are not used.
+    bare = QTAPipeline(ToolCatalog.from_dicts(_many_tools()), _index(port, embeddings), None)
+    assert len(bare.memory) == 0
+    assert len(bare.index.list_entries("example") or {}) == len(LABELLED)
+    assert embeddings.documents_embedded == 0
+
+
+@pytest.mark.parametrize("page", server_pages(), ids=lambda p: p.name)
+def test_documentation_server_blocks(
+    page: Path, chroma_server: tuple[int, Callable[[], None]], tmp_path: Path
+) -> None:
+    port, _ = chroma_server
+    run_page(page, tmp_path, server_port=port)

@@ -9,6 +9,9 @@ Conventions (an HTML comment on the line before a block, invisible in the render
 * ``<!-- slow: REASON -->``: the block needs the real embedded models. A page with such a block is
   run by ``tests/slow_tests/test_agents_real.py::test_docs_page_with_real_models`` (docs/) or
   ``tests/slow_tests/test_readme_real.py`` (README.md) instead.
+* ``<!-- server: REASON -->``: the block needs a Chroma server on ``127.0.0.1:8000``. Elsewhere
+  it is not run; ``tests/slow_tests/test_chroma_server.py`` starts a server and runs the page
+  with these blocks, pointed at the server's port.
 
 A top-level ``print(...)  # expected`` line is checked: when every ``print`` of a block is such a
 line, the block's output must be exactly those expected values, in order.
@@ -32,10 +35,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-MAX_SKIPPED = 3  # deployment.md: a Chroma server, a vLLM server, a CUDA GPU
+MAX_SKIPPED = 2  # deployment.md: a vLLM server, a CUDA GPU
+SERVER_PORT = "port=8000"
+"""How a server block names the Chroma server's port (replaced by the test server's)."""
 
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
-_MARKER = re.compile(r"<!--\s*(skip|slow)\s*:\s*(.*?)\s*-->\s*$")
+_MARKER = re.compile(r"<!--\s*(skip|slow|server)\s*:\s*(.*?)\s*-->\s*$")
 _PRINT = re.compile(r"^print\(.*\)\s*#\s*(.+?)\s*$")
 
 
@@ -96,18 +101,24 @@ def run_block(block: Block, namespace: dict[str, object]) -> None:
         asyncio.run(result)
 
 
-def run_page(page: Path, tmp_path: Path) -> list[Block]:
-    """Run a page's blocks in order; return the skipped ones. Fails naming the block that broke."""
+def run_page(page: Path, tmp_path: Path, *, server_port: int | None = None) -> list[Block]:
+    """Run a page's blocks in order; return the skipped ones. Fails naming the block that broke.
+
+    Server blocks run only with ``server_port`` (a Chroma server listening there).
+    """
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     skipped = []
     cwd = os.getcwd()
     os.chdir(tmp_path)  # blocks that write files write them here
     try:
         for block in blocks(page):
-            if block.marker == "skip":
-                assert block.reason, f"{block.where}: a skip marker needs a reason"
+            assert block.marker is None or block.reason, f"{block.where}: say why it is marked"
+            if block.marker == "skip" or (block.marker == "server" and server_port is None):
                 skipped.append(block)
                 continue
+            if block.marker == "server":
+                code = block.code.replace(SERVER_PORT, f"port={server_port}")
+                block = Block(block.page, block.line, code, block.marker, block.reason)
             out = io.StringIO()
             try:
                 with contextlib.redirect_stdout(out):
@@ -135,6 +146,11 @@ FAST_PAGES = [p for p in [README, *pages()] if not is_slow(p)]
 )
 def test_docs_page(page: Path, tmp_path: Path) -> None:
     run_page(page, tmp_path)
+
+
+def server_pages() -> list[Path]:
+    """The pages with blocks that need a Chroma server."""
+    return [p for p in [README, *pages()] if any(b.marker == "server" for b in blocks(p))]
 
 
 def test_skipped_blocks_are_few_and_explained() -> None:
