@@ -368,10 +368,13 @@ def test_langgraph_selector(mode: str) -> None:
 
 def test_create_qta_agent_binds_the_always_included_tools() -> None:
     model = scripted(call("get_weather", "c1", city="Paris"), "Rain in Paris.")
+    retriever = QTARetriever(
+        tools=LANGCHAIN_TOOLS, embeddings=KeywordEmbeddings(), rewriter=None, k=1
+    )
     agent = create_qta_agent(
         model,
         LANGCHAIN_TOOLS,
-        k=1,
+        retriever,
         selection=ToolSelection(always_include=["plan_route"]),
     )
     state = agent.invoke({"messages": [("user", "What is the weather forecast in Paris?")]})
