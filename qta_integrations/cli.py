@@ -74,6 +74,7 @@ class CLIError(Exception):
 def add_eval_parser(subparsers: Any) -> None:
     """Register ``qta eval``."""
     from qta_integrations.evaluation.harness import DEFAULT_METHODS, METHODS
+    from qta_integrations.settings import LABEL_FITS, RetrievalSettings
 
     parser = subparsers.add_parser(
         "eval",
@@ -140,6 +141,21 @@ def add_eval_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--k", nargs="+", type=int, default=[5, 10], help="Cutoffs (default 5 10).")
     parser.add_argument("--batch-size", type=int, default=16, help="Queries per batch.")
+    parser.add_argument(
+        "--tool-disjoint",
+        type=int,
+        default=0,
+        metavar="DRAWS",
+        help="MTRB only: also run the tool-disjoint protocol with this many draws (10 labels "
+        "each from one half of the tools; evaluation on test queries none of whose tools a "
+        "label names), fitting a fresh retriever per draw, against dense.",
+    )
+    parser.add_argument(
+        "--label-fit",
+        choices=LABEL_FITS,
+        default=RetrievalSettings().label_fit,
+        help="How the tool-disjoint draws fit the labels (RetrievalSettings.label_fit).",
+    )
     parser.add_argument("--output", type=Path, help="Write reports (with per-query rankings) here.")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
     parser.set_defaults(handler=run_eval)
@@ -284,15 +300,56 @@ def run_eval(args: argparse.Namespace) -> int:
             )
         )
     print(format_reports(reports))
+    disjoint = _run_tool_disjoint(args, dataset, overrides) if args.tool_disjoint else None
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "command": getattr(args, "argv", None),
             "reports": [r.to_dict() for r in reports],
         }
+        if disjoint is not None:
+            payload["tool_disjoint"] = disjoint.to_dict()
         args.output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         print(f"Wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _run_tool_disjoint(args: argparse.Namespace, dataset: Any, overrides: Overrides) -> Any:
+    """``qta eval --tool-disjoint DRAWS``: fit per draw, print fitted against dense."""
+    from qta_integrations.evaluation import (
+        evaluate_tool_disjoint,
+        load_mtrb,
+        tool_disjoint_draws,
+    )
+
+    if args.tool_disjoint < 1:
+        msg = f"--tool-disjoint takes a number of draws >= 1, got {args.tool_disjoint}."
+        raise CLIError(msg)
+    if not (args.dataset or "").startswith("mtrb-"):
+        msg = (
+            "--tool-disjoint needs --dataset mtrb-*: the labels are drawn from the subset's "
+            "training and test queries."
+        )
+        raise CLIError(msg)
+    train = load_mtrb(args.dataset.removeprefix("mtrb-"), "train", args.data_dir)
+    draws = tool_disjoint_draws(dataset, train, draws=args.tool_disjoint)
+    report = evaluate_tool_disjoint(
+        draws, embeddings=overrides.embeddings, ks=args.k, label_fit=args.label_fit
+    )
+    sizes = [len(d.evaluation) for d in draws]
+    print(
+        f"\nTool-disjoint protocol, {len(draws)} draws of {len(draws[0].labels)} labels "
+        f"(label_fit={args.label_fit!r}; {min(sizes)}-{max(sizes)} evaluation queries a draw):"
+    )
+    for k in args.k:
+        for metric in (f"S@{k}",):
+            summary = report.summary(metric)
+            print(
+                f"  {metric}: fitted {summary['fitted_mean']:.2f} +/- {summary['fitted_std']:.2f}"
+                f"  dense {summary['dense_mean']:.2f} +/- {summary['dense_std']:.2f}"
+                f"  difference {summary['diff_mean']:+.2f} (worst draw {summary['diff_min']:+.2f})"
+            )
+    return report
 
 
 # -- demo -------------------------------------------------------------------------------

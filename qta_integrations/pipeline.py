@@ -8,6 +8,7 @@ layers over it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -389,11 +390,15 @@ class QTAPipeline:
     def fit_fusion(
         self, *, rewrite: bool = False, grid: Mapping[str, Sequence[float]] | None = None
     ) -> FusionFit:
-        """Learn the fusion weights from the examples in memory, by leave-one-out.
+        """Learn the fusion weights from the examples in memory, held out two ways.
 
-        Each example is scored by every signal without its own memory entry, and the weights
-        that rank its gold tools best (`qta_integrations.fusion.fit_weights`) replace
-        ``settings.fusion``. With no examples the weights go back to the default (dense only).
+        Each example is scored by every signal without its own entry (*covered*: its tools
+        keep their other examples), and again with its tools unlabelled (*uncovered*: no
+        example's evidence for them, while the other labelled tools keep theirs). The weights
+        that rank the covered examples' gold tools best replace ``settings.fusion``; with
+        ``settings.label_fit == "safe"`` (the default) only among weights that do not score
+        the uncovered view below the default (`qta_integrations.fusion.fit_weights`). With no
+        examples the weights go back to the default (dense only).
 
         Args:
             rewrite: Also fit the rewrite signal's weight (generates a rewrite per example; the
@@ -401,7 +406,7 @@ class QTAPipeline:
             grid: Weights to try per signal (default `qta_integrations.fusion.DEFAULT_GRID`).
 
         Returns:
-            The fit: the chosen weights and their held-out score beside the default's.
+            The fit: the chosen weights and their held-out scores beside the default's.
         """
         from qta_integrations.fusion import fit_weights
 
@@ -413,23 +418,43 @@ class QTAPipeline:
             return FusionFit(FusionWeights(), 0.0, 0.0, 0, 0)
         rewrite = rewrite and self.has_rewriter
         queries = [e.query for e in examples]
-        depth = self.settings.fetch_depth(10)
         context = self._context(
             queries,
             [()] * len(queries),
-            depth=depth,
-            weights=FusionWeights(lexical=1, memory=1, prior=1, rewrite=1 if rewrite else 0),
+            depth=self.settings.fetch_depth(10),
+            weights=FusionWeights(
+                lexical=1, labelled_lexical=1, memory=1, prior=1, rewrite=1 if rewrite else 0
+            ),
             exclude=[frozenset({e.entry_id}) for e in examples],
         )
+        # The uncovered view: the same searches, each example's own tools unlabelled (no
+        # example's evidence for them) while every other labelled tool keeps its evidence.
+        both = dataclasses.replace(
+            context,
+            queries=[*context.queries, *context.queries],
+            entry_hits=[*context.entry_hits, *context.entry_hits],
+            rewrite_hits=[*context.rewrite_hits, *context.rewrite_hits],
+            rewrites=[*context.rewrites, *context.rewrites],
+            exclude=[*context.exclude, *context.exclude],
+            exclude_tools=[frozenset()] * len(examples) + [frozenset(e.tool_ids) for e in examples],
+        )
         names = [n for n in SIGNAL_NAMES if n != "rewrite" or rewrite]
-        scored = self._signal_scores(context, names)
-        per_query = [{n: scored[n][i] for n in names} for i in range(len(examples))]
-        fit = fit_weights(per_query, [e.tool_ids for e in examples], grid=grid)
+        scored = self._signal_scores(both, names)
+        n = len(examples)
+        covered = [{name: scored[name][i] for name in names} for i in range(n)]
+        uncovered = [{name: scored[name][n + i] for name in names} for i in range(n)]
+        fit = fit_weights(
+            covered,
+            [e.tool_ids for e in examples],
+            uncovered=uncovered if self.settings.label_fit == "safe" else None,
+            grid=grid,
+        )
         self.settings = self.settings.replace(fusion=fit.weights)
         self.last_fit = fit
         logger.info(
-            "Fitted fusion on %d examples: %s (held-out score %.3f, dense only %.3f).",
+            "Fitted fusion on %d examples (%s): %s (held-out score %.3f, dense only %.3f).",
             fit.num_examples,
+            self.settings.label_fit,
             fit.weights.to_dict(),
             fit.score,
             fit.default_score,

@@ -18,9 +18,12 @@ from qta_integrations.validation import check_fetch_k, check_positive_int
 
 __all__ = ["SETTINGS_VERSION", "RetrievalSettings"]
 
-SETTINGS_VERSION = 2
-"""Version 2 added ``selection``; version 1 dicts (without it) still load."""
-_READABLE_VERSIONS = (1, 2)
+SETTINGS_VERSION = 3
+"""Version 3 split BM25 into ``lexical`` (the tools' own texts) and ``labelled_lexical`` (texts
+extended with labelled queries: what version 1 and 2 called ``lexical``, renamed on reading)
+and added ``label_fit``; version 2 added ``selection``. Older dicts still load."""
+_READABLE_VERSIONS = (1, 2, 3)
+LABEL_FITS = ("safe", "labelled")
 DEFAULT_FETCH_DEPTH = 100
 """Candidates per signal when ``fetch_k`` is unset: deep enough that the fused ranking of the
 top 10 does not depend on the cut (measured on MTRB: 40 candidates cost up to 5 points of S@5
@@ -39,6 +42,9 @@ class RetrievalSettings:
             `qta_integrations.fusion`.
         selection: Which of the ranked tools are returned: a fixed top ``k`` (the default), a
             score cut-off, tools always included; see `qta_integrations.selection`.
+        label_fit: How `QTAPipeline.fit_fusion` weighs what the labels teach: ``"safe"`` (the
+            default) never trades held-out queries about unlabelled tools for labelled ones;
+            ``"labelled"`` maximises held-out labelled queries alone.
 
     Example:
         .. code-block:: python
@@ -65,6 +71,17 @@ class RetrievalSettings:
         default_factory=ToolSelection,
         metadata={"help": "Top k, a score cut-off, and tools always included."},
     )
+    label_fit: str = field(
+        default="safe",
+        metadata={
+            "help": (
+                "How the fusion is fitted on labels. 'safe': the best weights on held-out "
+                "labelled queries that do not lower held-out queries whose tools no label "
+                "names (most traffic asks for unlabelled tools). 'labelled': the best on "
+                "held-out labelled queries alone (the labels cover most traffic)."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         check_positive_int("k", self.k)
@@ -79,6 +96,9 @@ class RetrievalSettings:
         if not isinstance(self.fusion, FusionWeights):
             msg = f"fusion must be a FusionWeights, got {type(self.fusion).__name__}."
             raise TypeError(msg)
+        if self.label_fit not in LABEL_FITS:
+            msg = f"label_fit must be one of {list(LABEL_FITS)}, got {self.label_fit!r}."
+            raise ValueError(msg)
         if not isinstance(self.selection, ToolSelection):
             msg = (
                 f"selection must be a ToolSelection, got {type(self.selection).__name__}; "
@@ -123,7 +143,11 @@ class RetrievalSettings:
             msg = f"Unknown retrieval settings {unknown}; expected some of {sorted(known)}."
             raise ValueError(msg)
         if "fusion" in data:
-            data["fusion"] = FusionWeights.from_dict(data["fusion"])
+            fusion = dict(data["fusion"])
+            if version < 3 and "lexical" in fusion:
+                # Before version 3 the lexical signal read texts extended with the labels.
+                fusion["labelled_lexical"] = fusion.pop("lexical")
+            data["fusion"] = FusionWeights.from_dict(fusion)
         if "selection" in data:
             data["selection"] = ToolSelection.from_dict(data["selection"])
         return cls(**data)

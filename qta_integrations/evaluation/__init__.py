@@ -31,6 +31,12 @@ from qta_integrations.evaluation.harness import (
     evaluate,
     format_reports,
 )
+from qta_integrations.evaluation.protocols import (
+    ToolDisjointDraw,
+    ToolDisjointReport,
+    evaluate_tool_disjoint,
+    tool_disjoint_draws,
+)
 
 __all__ = [
     "METHODS",
@@ -41,9 +47,13 @@ __all__ = [
     "LabelledQuery",
     "QueryOutcome",
     "RetrievalDataset",
+    "ToolDisjointDraw",
+    "ToolDisjointReport",
     "build_pipeline",
     "evaluate",
+    "evaluate_tool_disjoint",
     "format_reports",
     "load_mtrb",
     "load_retrieval_dataset",
+    "tool_disjoint_draws",
 ]

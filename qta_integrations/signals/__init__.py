@@ -11,8 +11,9 @@ The built-in signals (names as in `FusionWeights`):
 
 * ``dense``: query <-> tool similarity from the wrapped vector store, standardised over the
   fetched candidates (z-score), so its scale does not depend on the embedding model;
-* ``lexical``: BM25 over the tools' texts, each extended with the labelled queries that need
-  the tool, standardised over the whole catalogue;
+* ``lexical``: BM25 over the tools' own texts, standardised over the whole catalogue;
+* ``labelled_lexical``: the same over the tools' texts each extended with the labelled queries
+  that need the tool;
 * ``memory``: the similarity of the query to the closest labelled example that needs the tool
   (0 for a tool no example needs): labels on the tool side;
 * ``prior``: the fraction of labelled examples that need the tool;
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from qta_integrations.memory import ExampleMemory
 from qta_integrations.signals.base import Signal, SignalContext, SignalScores, standardise
 from qta_integrations.signals.dense import DenseSignal
+from qta_integrations.signals.labelled_lexical import LabelledLexicalSignal
 from qta_integrations.signals.lexical import LexicalSignal
 from qta_integrations.signals.memory import MemorySignal
 from qta_integrations.signals.prior import PriorSignal
@@ -38,6 +40,7 @@ from qta_integrations.stores.bm25 import BM25ToolIndex
 
 __all__ = [
     "DenseSignal",
+    "LabelledLexicalSignal",
     "LexicalSignal",
     "MemorySignal",
     "PriorSignal",
@@ -56,7 +59,8 @@ def default_signals(
     """The built-in signals, by name."""
     signals: list[Signal] = [
         DenseSignal(),
-        LexicalSignal(lexical_index, memory),
+        LexicalSignal(lexical_index),
+        LabelledLexicalSignal(lexical_index, memory),
         MemorySignal(),
         PriorSignal(memory),
         RewriteSignal(),

@@ -41,6 +41,8 @@ class SignalContext:
         rewrite_hits: For each query, the tools found with its rewrite (None: no rewrite).
         rewrites: For each query, its rewrite (None: the rewriter did not run or fell back).
         exclude: For each query, example entry ids it must not see (leave-one-out fitting).
+        exclude_tools: For each query, tools whose label evidence it must not see: the label
+            signals treat them as unlabelled (the fit's tool-disjoint view).
         depth: Candidates per signal.
         normalize: Standardise similarity signals (False: raw, the paper's fusion).
     """
@@ -50,12 +52,17 @@ class SignalContext:
     rewrite_hits: Sequence[Sequence[ToolHit] | None]
     rewrites: Sequence[str | None] = field(default=())
     exclude: Sequence[frozenset[str]] = field(default=())
+    exclude_tools: Sequence[frozenset[str]] = field(default=())
     depth: int = 100
     normalize: bool = True
 
     def excluded(self, position: int) -> frozenset[str]:
         """The example entry ids query ``position`` must not see."""
         return self.exclude[position] if self.exclude else frozenset()
+
+    def unlabelled(self, position: int) -> frozenset[str]:
+        """The tools query ``position`` must see as unlabelled."""
+        return self.exclude_tools[position] if self.exclude_tools else frozenset()
 
 
 class Signal(ABC):

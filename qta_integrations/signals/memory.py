@@ -16,12 +16,13 @@ class MemorySignal(Signal):
         """Max example similarity per tool; 0 for tools no returned example needs."""
         out = []
         for position, hits in enumerate(context.entry_hits):
-            skip = context.excluded(position)
+            skip, unlabelled = context.excluded(position), context.unlabelled(position)
             best: dict[str, float] = {}
             for hit in hits:
                 if hit.kind != "example" or hit.entry_id in skip:
                     continue
                 for tool_id in hit.tool_ids:
-                    best[tool_id] = max(best.get(tool_id, 0.0), max(hit.score, 0.0))
+                    if tool_id not in unlabelled:
+                        best[tool_id] = max(best.get(tool_id, 0.0), max(hit.score, 0.0))
             out.append(SignalScores(best, 0.0))
         return out

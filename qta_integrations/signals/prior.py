@@ -21,11 +21,12 @@ class PriorSignal(Signal):
     def scores(self, context: SignalContext) -> list[SignalScores]:
         """The same prior for every query (without its own example when fitting)."""
         memory = self._memory()
-        cache: dict[frozenset[str], SignalScores] = {}
+        cache: dict[tuple[frozenset[str], frozenset[str]], SignalScores] = {}
         out = []
         for position in range(len(context.queries)):
-            skip = context.excluded(position)
-            if skip not in cache:
-                cache[skip] = SignalScores(memory.prior(exclude=skip) if len(memory) else {}, 0.0)
-            out.append(cache[skip])
+            key = (context.excluded(position), context.unlabelled(position))
+            if key not in cache:
+                prior = memory.prior(exclude=key[0]) if len(memory) else {}
+                cache[key] = SignalScores({t: p for t, p in prior.items() if t not in key[1]})
+            out.append(cache[key])
         return out

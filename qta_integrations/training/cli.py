@@ -19,6 +19,7 @@ import json
 import logging
 from typing import Any
 
+from qta_integrations.settings import LABEL_FITS, RetrievalSettings
 from qta_integrations.training.config import QTATrainingConfig
 
 __all__ = ["add_config_arguments", "add_train_parser", "config_from_args", "run_train"]
@@ -111,6 +112,14 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--rewriter", default="default", help="Base rewriter: 'default' or a model directory."
     )
+    parser.add_argument(
+        "--label-fit",
+        choices=LABEL_FITS,
+        default=RetrievalSettings().label_fit,
+        help="How the fusion weights are fitted (RetrievalSettings.label_fit): 'safe' never "
+        "lowers held-out queries whose tools no label names; 'labelled' maximises held-out "
+        "labelled queries alone.",
+    )
     add_config_arguments(parser)
     parser.set_defaults(handler=run_train)
     return parser
@@ -162,6 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
         embeddings=getattr(overrides, "embeddings", None),
         rewriter=getattr(overrides, "rewriter", None) or args.rewriter,
         num_context_tools=args.num_context_tools,
+        label_fit=args.label_fit,
     )
     trainer = QTATrainer(pipeline, config=config, alpha=args.alpha)
     trainer.fit(examples, output_dir=args.output)

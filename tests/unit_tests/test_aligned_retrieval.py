@@ -29,7 +29,13 @@ from qta_integrations.fusion import (
 )
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.pipeline import QTAPipeline
-from qta_integrations.signals import MemorySignal, Signal, SignalContext, SignalScores
+from qta_integrations.signals import (
+    MemorySignal,
+    PriorSignal,
+    Signal,
+    SignalContext,
+    SignalScores,
+)
 from qta_integrations.stores import ExactToolIndex, IndexHit, LlamaIndexToolIndex
 from qta_integrations.testing import FakeRewriter, KeywordEmbeddings
 from qta_integrations.tools import ToolCatalog
@@ -217,10 +223,13 @@ def test_an_example_whose_only_evidence_is_itself_keeps_the_default_weights() ->
     assert fit is not None and fit.num_examples == 3
     assert pipeline.fusion == FusionWeights()
     assert fit.score == fit.default_score
-    # Every example was scored without its own entry, and only without it.
+    # Every example was scored twice: without its own entry (covered), and without every
+    # example sharing a tool with it (uncovered); here no two examples share a tool.
     (context,) = spy.contexts
-    assert list(context.queries) == [e["query"] for e in SELF_ONLY]
-    assert list(context.exclude) == [frozenset({e.entry_id}) for e in pipeline.memory]
+    queries = [e["query"] for e in SELF_ONLY]
+    assert list(context.queries) == queries + queries
+    own = [frozenset({e.entry_id}) for e in pipeline.memory]
+    assert list(context.exclude) == own + own
     # Once fitted, retrieval excludes nothing.
     pipeline.settings = pipeline.settings.replace(fusion=MEMORY_ONLY)
     pipeline.retrieve("email me about oslo")
@@ -237,8 +246,43 @@ def test_the_exclusion_is_what_keeps_the_default() -> None:
     assert pipeline.last_fit.score > pipeline.last_fit.default_score
 
 
-def test_evidence_from_other_examples_is_learned() -> None:
+def test_the_uncovered_view_sees_each_examples_tools_as_unlabelled() -> None:
     pipeline = _exact_pipeline()
+    spy = SpySignal(pipeline.signals["prior"])
+    pipeline.signals["prior"] = spy
+    pipeline.add_examples(WITH_TWINS)
+    (context,) = spy.contexts
+    n = len(WITH_TWINS)
+    for position, example in enumerate(pipeline.memory):
+        own = frozenset({example.entry_id})
+        assert context.excluded(position) == own and context.unlabelled(position) == frozenset()
+        assert context.excluded(n + position) == own
+        assert context.unlabelled(n + position) == frozenset(example.tool_ids)
+
+
+def test_the_label_signals_see_unlabelled_tools_as_such() -> None:
+    memory = ExampleMemory()
+    memory.add([("umbrella in oslo", ("weather",)), ("price of acme", ("stock_quote",))])
+    own, other = memory
+    hits = [
+        IndexHit(own.entry_id, 0.9, "example", own.tool_ids),
+        IndexHit(other.entry_id, 0.4, "example", other.tool_ids),
+    ]
+    context = SignalContext(
+        queries=["umbrella in bergen"],
+        entry_hits=[hits],
+        rewrite_hits=[None],
+        exclude_tools=[frozenset({"weather"})],
+    )
+    (scores,) = MemorySignal().scores(context)
+    assert scores.scores == {"stock_quote": pytest.approx(0.4)}
+    (prior,) = PriorSignal(lambda: memory).scores(context)
+    assert prior.scores == {"stock_quote": 0.5}
+
+
+@pytest.mark.parametrize("label_fit", ["safe", "labelled"])
+def test_evidence_from_other_examples_is_learned(label_fit: str) -> None:
+    pipeline = _exact_pipeline(label_fit=label_fit)
     pipeline.add_examples(WITH_TWINS)
     assert pipeline.fusion.memory > 0
     assert pipeline.last_fit is not None
@@ -497,15 +541,71 @@ def test_fit_weights_ignores_signals_some_examples_lack() -> None:
     assert fit.tried == 1
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_vectorised_objective_equals_ranking_and_scoring(seed: int) -> None:
+    import numpy as np
+
+    from qta_integrations.fusion import _objectives, candidate_matrix, objective
+
+    rng = np.random.default_rng(seed)
+    tools = [f"t{i}" for i in range(30)]
+    per_query, golds = [], []
+    for _ in range(6):
+        # Rounded scores, so that ties (kept in candidate order) happen.
+        dense = {t: float(v) for t, v in zip(tools, rng.integers(0, 5, 30) / 4, strict=True)}
+        memory = {t: float(rng.integers(0, 3)) for t in rng.choice(tools, 5, replace=False)}
+        per_query.append({"dense": _scores(dense), "memory": _scores(memory)})
+        golds.append([str(t) for t in rng.choice([*tools, "absent"], 3, replace=False)])
+    vectors = np.asarray([[1.0, w] for w in (0.0, 0.25, 0.5, 1.0, 3.0)])
+    matrices = [candidate_matrix(s, ["dense", "memory"]) for s in per_query]
+    fast = _objectives(matrices, golds, vectors)
+    for vector, value in zip(vectors, fast, strict=True):
+        rankings = [
+            [names[i] for i in np.argsort(-(matrix @ vector), kind="stable")]
+            for names, matrix in matrices
+        ]
+        assert value == pytest.approx(objective(rankings, golds))
+
+
+# One example, "g" its gold tool. Covered: the memory lifts "g" above "o". Uncovered (its
+# labels hidden, "g" is unlabelled): dense ranks "g" first, and the memory lifts a labelled
+# tool "x" above it. The lexical signal needs no labels: it scores both views alike.
+COVERED = {"dense": _scores({"o": 1.0, "g": 0.0}), "memory": _scores({"g": 1.0})}
+UNCOVERED = {"dense": _scores({"g": 1.0, "x": 0.5, "o": 0.0}), "memory": _scores({"x": 1.0})}
+
+
+def test_the_safe_fit_refuses_label_weights_that_cost_an_unlabelled_tool() -> None:
+    golds = [["g"]]
+    labelled = fit_weights([COVERED], golds, grid={"memory": (0.0, 2.0)})
+    assert labelled.weights == FusionWeights(memory=2.0)
+    assert labelled.uncovered_score is None
+    safe = fit_weights([COVERED], golds, uncovered=[UNCOVERED], grid={"memory": (0.0, 2.0)})
+    assert safe.weights == FusionWeights()
+    assert safe.uncovered_score == safe.default_uncovered_score
+
+
+def test_the_safe_fit_keeps_what_transfers() -> None:
+    lexical = {"lexical": _scores({"g": 3.0})}
+    covered, uncovered = {**COVERED, **lexical}, {**UNCOVERED, **lexical}
+    grid = {"lexical": (0.0, 1.0), "memory": (0.0, 2.0)}
+    fit = fit_weights([covered], [["g"]], uncovered=[uncovered], grid=grid)
+    # The lexical weight puts "g" first in both views; the memory would add nothing.
+    assert fit.weights == FusionWeights(lexical=1.0)
+    assert fit.score > fit.default_score
+    assert fit.uncovered_score == fit.default_uncovered_score
+
+
 def test_fit_weights_errors() -> None:
     with pytest.raises(ValueError, match="at least one labelled example"):
         fit_weights([], [])
     with pytest.raises(ValueError, match="1 examples but 2 gold lists"):
         fit_weights([GOLD_SECOND], [["g"], ["o"]])
+    with pytest.raises(ValueError, match="uncovered signal scores for 2 examples but 1 gold"):
+        fit_weights([GOLD_SECOND], [["g"]], uncovered=[GOLD_SECOND, GOLD_SECOND])
 
 
 def test_default_grid_covers_every_signal_but_dense() -> None:
-    assert set(DEFAULT_GRID) == {"lexical", "memory", "prior", "rewrite"}
+    assert set(DEFAULT_GRID) == {"lexical", "labelled_lexical", "memory", "prior", "rewrite"}
     assert all(0.0 in values for values in DEFAULT_GRID.values())
 
 

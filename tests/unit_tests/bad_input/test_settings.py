@@ -250,3 +250,21 @@ def test_unknown_label_ids(tool_dicts: list[dict[str, str]]) -> None:
     catalog = ToolCatalog.from_dicts(tool_dicts)
     with pytest.raises(ValueError, match=r"\['get_wether', 'stocks'\]"):
         catalog.check_ids(["weather", "get_wether", "stocks"])
+
+
+def test_label_fit_must_be_known() -> None:
+    with pytest.raises(
+        ValueError, match=r"label_fit must be one of \['safe', 'labelled'\], got 'x'"
+    ):
+        RetrievalSettings(label_fit="x")
+    assert RetrievalSettings().label_fit == "safe"
+
+
+def test_settings_saved_before_the_lexical_split_keep_their_meaning() -> None:
+    # Before version 3, "lexical" read tool texts extended with the labelled queries.
+    old = {"version": 2, "k": 5, "fusion": {"lexical": 0.5, "memory": 1.0}}
+    settings = RetrievalSettings.from_dict(old)
+    assert settings.fusion.labelled_lexical == 0.5 and settings.fusion.lexical == 0.0
+    assert settings.fusion.memory == 1.0
+    again = RetrievalSettings.from_dict(settings.to_dict())
+    assert again == settings
