@@ -44,7 +44,8 @@ $(VENV)/.installed: $(VENV)/.runtime
 	touch $@
 
 ## The main job: learn from the 10 labelled MTRB-RestBench training queries (seconds), then
-## print the test table: dense, BM25, a fixed hybrid and the fitted retriever.
+## print the test table: dense, BM25, a fixed hybrid and the fitted retriever (all, covered and
+## uncovered queries), the same fitted for labelled tools alone, and the tool-disjoint protocol.
 eval: runtime
 	@if [ -n "$$QTA_MTRB_DIR" ]; then \
 		echo "MTRB data: $$QTA_MTRB_DIR"; \
@@ -55,7 +56,11 @@ eval: runtime
 	fi
 	$(BIN)/qta train --dataset mtrb-restbench --no-dpo --output runs/restbench-fitted
 	$(BIN)/qta eval --dataset mtrb-restbench --method dense bm25 hybrid qta \
-		--adapter runs/restbench-fitted --k 5 10
+		--adapter runs/restbench-fitted --k 5 10 --tool-disjoint 10 --no-progress
+	$(BIN)/qta train --dataset mtrb-restbench --no-dpo --label-fit labelled \
+		--output runs/restbench-fitted-labelled
+	$(BIN)/qta eval --dataset mtrb-restbench --method qta --adapter runs/restbench-fitted-labelled \
+		--k 5 10 --tool-disjoint 10 --label-fit labelled --no-progress
 
 ## A small end-to-end demo: index tools, learn from 8 labelled queries, retrieve.
 demo: runtime

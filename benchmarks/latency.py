@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=90, help="Queries timed one by one.")
     parser.add_argument("--batch", type=int, default=32, help="Queries in the batch call.")
     parser.add_argument("--rounds", type=int, default=5, help="Rounds of the batch timing.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's: one per core). On a loaded machine 1 is steadier.",
+    )
     parser.add_argument("--paper", type=int, default=0, help="Queries timed in paper mode.")
     parser.add_argument("--k", type=int, default=5, help="Tools returned per query.")
     parser.add_argument("--data-dir", type=Path, default=None, help="MTRB dir ($QTA_MTRB_DIR).")
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     from qta_integrations import QTARetriever
     from qta_integrations.evaluation import load_mtrb
     from qta_integrations.fusion import FusionWeights

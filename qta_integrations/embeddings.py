@@ -15,6 +15,7 @@ from langchain_core.embeddings import Embeddings
 
 __all__ = [
     "DEFAULT_EMBEDDING_BATCH_SIZE",
+    "QUERY_CHUNK_SIZE",
     "LlamaIndexEmbeddingsAdapter",
     "default_embedding_model_path",
     "default_embeddings",
@@ -24,6 +25,15 @@ __all__ = [
 ]
 
 DEFAULT_EMBEDDING_BATCH_SIZE = 32
+QUERY_CHUNK_SIZE = 8
+"""Queries per forward pass when `embed_queries` embeds a batch with a padding model.
+
+A forward pass pads every text to the longest one. Tool texts are many, so sorted by length
+each pass holds texts of similar length; a batch of queries is one pass over short and long
+queries alike. Length-sorted passes of 8 cost less than one padded pass (measured with
+all-MiniLM-L6-v2 on one CPU thread, 32 MTRB-ToolBench queries of 39 to 79 tokens: about 25%
+less time), and a pass of 8 still amortises the per-call overhead that one query at a time
+pays."""
 
 
 def default_embedding_model_path() -> str:
@@ -95,18 +105,39 @@ class LlamaIndexEmbeddingsAdapter(Embeddings):
 
 
 def embed_queries(embeddings: Embeddings, queries: list[str]) -> list[list[float]]:
-    """Embed several queries in one forward pass where that gives what ``embed_query`` gives.
+    """Embed several queries in batched forward passes where that gives what ``embed_query`` does.
 
     LangChain has no batched ``embed_query``. A model whose queries are embedded like its
     documents (all-MiniLM-L6-v2 and other symmetric models: a ``HuggingFaceEmbeddings`` whose
-    ``query_encode_kwargs`` are unset or equal its ``encode_kwargs``) embeds the batch with one
-    ``embed_documents`` call; any other model (one with a query prompt, say) gets one
+    ``query_encode_kwargs`` are unset or equal its ``encode_kwargs``) embeds the batch with
+    ``embed_documents``: for a local model that pads its inputs (``HuggingFaceEmbeddings``, or
+    a class attribute ``pads_batches = True``) in length-sorted calls of `QUERY_CHUNK_SIZE`
+    queries, otherwise in one call. Any other model (one with a query prompt, say) gets one
     ``embed_query`` per query, so a batch never changes a query's vector. Your own model can
     opt in with a class attribute ``queries_embed_as_documents = True``.
     """
-    if len(queries) > 1 and _queries_embed_as_documents(embeddings):
+    if len(queries) < 2 or not _queries_embed_as_documents(embeddings):
+        return [embeddings.embed_query(q) for q in queries]
+    if len(queries) <= QUERY_CHUNK_SIZE or not _pads_batches(embeddings):
         return embeddings.embed_documents(queries)
-    return [embeddings.embed_query(q) for q in queries]
+    order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
+    vectors: list[list[float]] = [[] for _ in queries]
+    for start in range(0, len(order), QUERY_CHUNK_SIZE):
+        chunk = order[start : start + QUERY_CHUNK_SIZE]
+        embedded = embeddings.embed_documents([queries[i] for i in chunk])
+        for i, vector in zip(chunk, embedded, strict=True):
+            vectors[i] = vector
+    return vectors
+
+
+def _pads_batches(embeddings: Embeddings) -> bool:
+    if getattr(embeddings, "pads_batches", False) is True:
+        return True
+    try:
+        from langchain_huggingface import HuggingFaceEmbeddings
+    except ImportError:  # pragma: no cover - langchain-huggingface is a dependency
+        return False
+    return isinstance(embeddings, HuggingFaceEmbeddings)
 
 
 def _queries_embed_as_documents(embeddings: Embeddings) -> bool:

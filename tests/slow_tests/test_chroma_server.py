@@ -206,9 +206,15 @@ def _many_tools(revised: frozenset[int] = frozenset()) -> list[dict[str, str]]:
     return tools
 
 
+def _ranking(pipeline: QTAPipeline, queries: list[str]) -> list[str]:
+    # The winners only: hundreds of these tools tie (same words, another number), the server
+    # returns tied tools in any order, and the candidates that come back set the normalisation
+    # of the fused scores, so places below the first and the scores may differ between clients.
+    return [pipeline.retrieve(q, k=5).tool_ids[0] for q in queries]
+
+
 def _ranking_in_process(saved: str, queries: list[str], results: Any) -> None:
-    pipeline = persist.load(saved, embeddings=KeywordEmbeddings())
-    results.put([pipeline.retrieve(q, k=5).tool_ids for q in queries])
+    results.put(_ranking(persist.load(saved, embeddings=KeywordEmbeddings()), queries))
 
 
 def test_a_few_thousand_tools_on_a_chroma_server(
@@ -224,7 +230,8 @@ def test_a_few_thousand_tools_on_a_chroma_server(
     saved = tmp_path / "saved"
     persist.save(pipeline, saved)  # the state and a reference to the server
     queries = [e["query"] for e in LABELLED] + ["music service number 40", "maps variant7"]
-    expected = [pipeline.retrieve(q, k=5).tool_ids for q in queries]
+    expected = _ranking(pipeline, queries)
+    assert expected[:4] == ["weather_3", "weather_3", "stocks_5", "stocks_5"]
 
     # 1% of the tools change: a fresh client (no record of its own) embeds only those.
     revised = frozenset(range(0, SIZE, 100))
@@ -266,8 +273,8 @@ def test_a_few_thousand_tools_on_a_chroma_server(
         restarted.index.list_entries("example") or {}
     )
     assert restarted.fusion == pipeline.fusion
+    assert _ranking(restarted, queries) == expected
     result = restarted.retrieve(LABELLED[0]["query"], k=5)
-    assert result.tool_ids == expected[0]
     assert result.tools[0].tool.id == "weather_3"
     if pipeline.fusion.memory:
         assert result.tools[0].signals["memory"] == pytest.approx(1.0, abs=1e-4)

@@ -47,11 +47,15 @@ def test_qta_eval_restbench_dense_reproduces_the_paper_sufficiency(
 
 
 @pytest.mark.slow
-def test_qta_train_no_dpo_then_eval_with_the_adapter(mtrb_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("label_fit", ["safe", "labelled"])
+def test_qta_train_no_dpo_then_eval_with_the_adapter(
+    label_fit: str, mtrb_dir: Path, tmp_path: Path
+) -> None:
     adapter = tmp_path / "adapter"
     data = ["--dataset", "mtrb-restbench", "--data-dir", str(mtrb_dir)]
     # The 10 training queries: example memory and fitted fusion only (seconds, no model).
-    assert main(["train", *data, "--no-dpo", "--no-show-progress", "--output", str(adapter)]) == 0
+    train = ["train", *data, "--no-dpo", "--no-show-progress", "--label-fit", label_fit]
+    assert main([*train, "--output", str(adapter)]) == 0
     assert [p.name for p in adapter.iterdir()] == ["qta_manifest.json"]  # retrieval-only
 
     out = tmp_path / "results.json"
@@ -59,7 +63,14 @@ def test_qta_train_no_dpo_then_eval_with_the_adapter(mtrb_dir: Path, tmp_path: P
     assert main([*argv, "--no-progress", "--output", str(out)]) == 0
     dense, qta = json.loads(out.read_text())["reports"]
     assert (dense["method"], qta["method"]) == ("dense", "qta")
-    # The 90 test queries were not fitted on. Measured: S@5 41.11, S@10 75.56 (dense 15.56, 34.44).
-    assert qta["metrics_percent"]["S@5"] > dense["metrics_percent"]["S@5"] + 10
-    assert qta["metrics_percent"]["S@10"] > dense["metrics_percent"]["S@10"]
     assert all(q["rewrite"] is None for q in qta["per_query"])  # the rewriter never ran
+    fitted, plain = qta["metrics_percent"], dense["metrics_percent"]
+    # The 90 test queries were not fitted on. Measured: dense S@5 15.56, S@10 34.44; labelled
+    # 42.22, 72.22; safe keeps dense here (its label weights would cost unlabelled tools).
+    if label_fit == "labelled":
+        assert fitted["S@5"] > plain["S@5"] + 10
+        assert fitted["S@10"] > plain["S@10"]
+    else:
+        assert fitted["S@5"] >= plain["S@5"]
+        assert fitted["S@10"] >= plain["S@10"]
+        assert qta["groups"]["uncovered"]["S@5"] >= 100 * 8 / 14  # dense: 8 of the 14

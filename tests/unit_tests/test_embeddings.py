@@ -57,3 +57,35 @@ async def test_adapter_round_trip_keeps_vectors() -> None:
     # Unwrapping returns the original LlamaIndex model rather than wrapping twice.
     assert to_llama_index_embeddings(back) is as_llama
     assert to_llama_index_embeddings(as_llama) is as_llama
+
+
+class RecordingEmbeddings(KeywordEmbeddings):
+    """Records the texts of every embed_documents call."""
+
+    def __init__(self, *, pads: bool) -> None:
+        super().__init__()
+        self.pads_batches = pads
+        self.calls: list[list[str]] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return super().embed_documents(texts)
+
+
+QUERIES = [f"query {'word ' * (i % 7)}number {i}" for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    ("pads", "sizes"), [(True, [8, 8, 4]), (False, [20])], ids=["padding", "not padding"]
+)
+def test_embed_queries_batches_and_keeps_each_vector(pads: bool, sizes: list[int]) -> None:
+    from qta_integrations.embeddings import embed_queries
+
+    model = RecordingEmbeddings(pads=pads)
+    vectors = embed_queries(model, QUERIES)
+    assert vectors == [model.embed_query(q) for q in QUERIES]  # in the queries' order
+    assert [len(c) for c in model.calls] == sizes
+    if pads:  # length-sorted passes, so each pads to texts of about its own length
+        lengths = [len(t) for call in model.calls for t in call]
+        assert lengths == sorted(lengths)
+    assert embed_queries(model, QUERIES[:1]) == [model.embed_query(QUERIES[0])]
