@@ -441,33 +441,27 @@ class QTARetriever(BaseRetriever):
 
     def _callback_manager(self, config: RunnableConfig, kwargs: dict[str, Any]) -> CallbackManager:
         """The callback manager `invoke` would configure for ``config``."""
-        return CallbackManager.configure(
-            config.get("callbacks"),
-            None,
-            inheritable_tags=config.get("tags"),
-            local_tags=self.tags,
-            inheritable_metadata={
-                **(config.get("metadata") or {}),
-                **self._get_ls_params(**kwargs),
-            },
-            local_metadata=self.metadata,
-        )
+        return CallbackManager.configure(**self._callback_options(config, kwargs))
 
     def _async_callback_manager(
         self, config: RunnableConfig, kwargs: dict[str, Any]
     ) -> AsyncCallbackManager:
         """The callback manager `ainvoke` would configure for ``config``."""
-        return AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            None,
-            inheritable_tags=config.get("tags"),
-            local_tags=self.tags,
-            inheritable_metadata={
+        return AsyncCallbackManager.configure(**self._callback_options(config, kwargs))
+
+    def _callback_options(self, config: RunnableConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # What BaseRetriever.invoke / ainvoke pass to configure(), so a batch run is traced alike.
+        return {
+            "inheritable_callbacks": config.get("callbacks"),
+            "local_callbacks": None,
+            "inheritable_tags": config.get("tags"),
+            "local_tags": self.tags,
+            "inheritable_metadata": {
                 **(config.get("metadata") or {}),
                 **self._get_ls_params(**kwargs),
             },
-            local_metadata=self.metadata,
-        )
+            "local_metadata": self.metadata,
+        }
 
     def _plan_batch(
         self, inputs: Sequence[Any], kwargs: dict[str, Any]

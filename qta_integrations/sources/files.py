@@ -19,22 +19,10 @@ __all__ = ["read_numbered_records", "read_records", "tools_from_file"]
 
 
 def tools_from_file(path: str | Path, *, require_names: bool = False) -> list[Tool]:
-    """Read the `Tool` records of a JSON list or a JSONL file of ``{"id", "name", "description"}``.
+    """Read the `Tool` records of a JSON list or a JSONL file.
 
-    The content decides which of the two the file is (see `read_numbered_records`). Every
-    error names the file and the line of the record. `ToolCatalog.from_file` is the public
-    entry point.
-
-    Args:
-        path: The file.
-        require_names: Refuse records without a ``name`` key instead of using the id as
-            the name.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-        IsADirectoryError: if ``path`` is a directory.
-        ValueError: for a file that is not JSON/JSONL, holds no tools, or a bad record
-            (also one of the wrong type: it is the file's content that is wrong).
+    The source behind `ToolCatalog.from_file`, the public entry point, whose docstring lists
+    the arguments and the errors (each names the file and the line of the record).
     """
     path = Path(path)
     shown = str(path)
