@@ -11,6 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from qta_integrations.adapter import MANIFEST_NAME
+from qta_integrations.fusion import LABEL_SIGNALS
 from qta_integrations.rewriter import HuggingFaceRewriter
 from qta_integrations.settings import RetrievalSettings
 
@@ -136,7 +137,7 @@ def test_fit_without_dpo_on_the_restbench_train_split_beats_dense(
     safe = build_pipeline("qta", test.catalog)
     QTATrainer(safe, config=QTATrainingConfig(dpo=False, show_progress=False)).fit(train.queries)
     assert safe.settings.label_fit == "safe"
-    assert not any(getattr(safe.fusion, name) for name in ("labelled_lexical", "memory", "prior"))
+    assert not any(getattr(safe.fusion, name) for name in LABEL_SIGNALS)
     guarded = evaluate(safe, test, method="qta", show_progress=False)
     for metric in ("S@5", "S@10"):
         assert guarded.metrics[metric] >= dense.metrics[metric]
