@@ -34,18 +34,20 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from qta_integrations.signals import registered_signals
 from qta_integrations.signals.base import SignalScores
 
 __all__ = [
-    "DEFAULT_GRID",
-    "LABEL_SIGNALS",
-    "SIGNAL_NAMES",
+    "ANCHOR",
+    "DEFAULT_GRID",  # noqa: F822 (module __getattr__: a view of the signal registry)
+    "LABEL_SIGNALS",  # noqa: F822 (module __getattr__: a view of the signal registry)
+    "SIGNAL_NAMES",  # noqa: F822 (module __getattr__: a view of the signal registry)
     "FusionFit",
     "FusionWeights",
     "fit_weights",
@@ -53,41 +55,60 @@ __all__ = [
     "objective",
 ]
 
-SIGNAL_NAMES = ("dense", "lexical", "labelled_lexical", "memory", "prior", "rewrite")
-"""The signals `FusionWeights` weighs, in the order candidates are gathered."""
 
-LABEL_SIGNALS = frozenset({"labelled_lexical", "memory", "prior"})
-"""The signals that speak only for labelled tools (the others score every tool alike)."""
-
-DEFAULT_GRID: Mapping[str, tuple[float, ...]] = {
-    "lexical": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
-    "labelled_lexical": (0.0, 0.3, 0.5, 1.0),
-    "memory": (0.0, 0.5, 1.0, 2.5),
-    "prior": (0.0, 0.5, 1.0, 2.5, 5.0),
-    "rewrite": (0.0, 0.25, 0.5, 1.0),
-}
-"""The weights `fit_weights` tries for each signal (the dense weight stays 1).
-
-The memory weight stops at 2.5: a similarity to one labelled example then moves a tool by at
-most 2.5 standard deviations of the dense scores. Larger weights win the held-out score when a
-few examples come in pairs (each validates the other) but then override dense for any query
-loosely similar to an example (measured on `qta demo`'s catalogue: at 10, an umbrella question
-went to the flights tool because a flights example named the same city).
-"""
+def __getattr__(name: str) -> Any:
+    # Views of the registry, computed when read: a signal registered later is in them.
+    if name == "SIGNAL_NAMES":
+        return tuple(registered_signals())
+    if name == "LABEL_SIGNALS":
+        return frozenset(n for n, spec in registered_signals().items() if spec.uses_labels)
+    if name == "DEFAULT_GRID":
+        return {n: spec.grid for n, spec in registered_signals().items() if n != ANCHOR}
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
-@dataclass(frozen=True)
+ANCHOR = "dense"
+"""The signal whose weight a fit holds at 1: the others say how far they move the dense ranking."""
+
+
+def _check_weight(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"The {name} weight must be a number, got {value!r}."
+        raise TypeError(msg)
+    if not math.isfinite(value) or value < 0:
+        msg = f"The {name} weight must be a finite number >= 0, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def _check_known(names: Iterable[str], *, where: str) -> None:
+    known = registered_signals()
+    unknown = sorted(n for n in names if n not in known)
+    if unknown:
+        msg = (
+            f"Unknown signal(s) {unknown} {where}; registered signals: {list(known)}. Register "
+            "a signal (qta_integrations.signals.register_signal) before giving it a weight."
+        )
+        raise ValueError(msg)
+
+
 class FusionWeights:
-    """Weights of the signals in the fused score (see the module docstring).
+    """Weights of the signals in the fused score, keyed by signal name (see the module).
 
-    Attributes:
-        dense: Query <-> tool similarity from the wrapped store.
-        lexical: BM25 over the tools' own texts.
-        labelled_lexical: BM25 over tool texts extended with their labelled queries.
-        memory: Similarity to the closest labelled example needing the tool.
-        prior: Fraction of labelled examples needing the tool.
-        rewrite: Rewrite <-> tool similarity. At 0 the rewriter is never called.
+    Any registered signal (`qta_integrations.signals.registered_signals`) may have a weight;
+    a signal without one weighs 0. The dense weight is 1 unless given. Weights are read with
+    `weight` (or as attributes: ``weights.lexical``).
+
+    Args:
+        weights: Signal name -> weight (>= 0).
         normalize: Standardise similarity signals; False fuses raw similarities (the paper).
+        **named: More weights by name (``FusionWeights(lexical=0.5)``).
+
+    Raises:
+        ValueError: for a name no registered signal has, a negative or non-finite weight, or
+            all weights 0.
+        TypeError: for a weight that is not a number.
 
     Example:
         .. code-block:: python
@@ -95,30 +116,68 @@ class FusionWeights:
             from qta_integrations.fusion import FusionWeights
 
             print(FusionWeights().active())  # ('dense',)
+            print(FusionWeights(lexical=0.5).weight("lexical"))  # 0.5
             print(FusionWeights.paper().active())  # ('dense', 'rewrite')
     """
 
-    dense: float = 1.0
-    lexical: float = 0.0
-    labelled_lexical: float = 0.0
-    memory: float = 0.0
-    prior: float = 0.0
-    rewrite: float = 0.0
-    normalize: bool = True
+    __slots__ = ("_weights", "normalize")
+    _weights: dict[str, float]
+    normalize: bool
 
-    def __post_init__(self) -> None:
-        for name in SIGNAL_NAMES:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                msg = f"The {name} weight must be a number, got {value!r}."
-                raise TypeError(msg)
-            if not math.isfinite(value) or value < 0:
-                msg = f"The {name} weight must be a finite number >= 0, got {value!r}."
-                raise ValueError(msg)
-            object.__setattr__(self, name, float(value))
-        if self.dense == 0 and not any(getattr(self, n) for n in SIGNAL_NAMES):
+    def __init__(
+        self,
+        weights: Mapping[str, float] | None = None,
+        *,
+        normalize: bool = True,
+        **named: float,
+    ) -> None:
+        if weights is not None and not isinstance(weights, Mapping):
+            msg = (
+                f"weights must be a mapping of signal name -> weight, got "
+                f"{type(weights).__name__}; e.g. FusionWeights({{'dense': 1.0, 'lexical': 0.5}})."
+            )
+            raise TypeError(msg)
+        given = {ANCHOR: 1.0, **(weights or {}), **named}
+        _check_known(given, where="in the fusion weights")
+        checked = {n: _check_weight(n, v) for n, v in given.items()}
+        # Zero weights are not kept (a weight of 0 and no weight are one thing), except the
+        # anchor's, whose absence would read as 1.
+        order = list(registered_signals())
+        kept = {n: checked[n] for n in order if n in checked and (checked[n] or n == ANCHOR)}
+        if not any(kept.values()):
             msg = "At least one fusion weight must be > 0; the default is dense=1."
             raise ValueError(msg)
+        if not isinstance(normalize, bool):
+            msg = f"normalize must be True or False, got {normalize!r}."
+            raise TypeError(msg)
+        object.__setattr__(self, "_weights", kept)
+        object.__setattr__(self, "normalize", normalize)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        msg = "FusionWeights is immutable; build new weights (FusionWeights({...}))."
+        raise AttributeError(msg)
+
+    def __getattr__(self, name: str) -> float:
+        # Attribute reads of a signal's weight (weights.lexical), for registered names only.
+        if name.startswith("_") or name not in registered_signals():
+            msg = f"{type(self).__name__!r} object has no attribute {name!r}"
+            raise AttributeError(msg)
+        return self.weight(name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_weights, (dict(self._weights), self.normalize))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FusionWeights):
+            return NotImplemented
+        return self._weights == other._weights and self.normalize == other.normalize
+
+    def __hash__(self) -> int:
+        return hash((frozenset(self._weights.items()), self.normalize))
+
+    def __repr__(self) -> str:
+        named = ", ".join(f"{n}={v:g}" for n, v in self._weights.items())
+        return f"FusionWeights({named}{'' if self.normalize else ', normalize=False'})"
 
     @classmethod
     def paper(cls, alpha: float = 0.5) -> FusionWeights:
@@ -126,43 +185,77 @@ class FusionWeights:
         if not 0.0 <= alpha <= 1.0:
             msg = f"alpha must be in [0, 1], got {alpha!r}."
             raise ValueError(msg)
-        return cls(dense=1.0 - alpha, rewrite=alpha, normalize=False)
+        return cls({ANCHOR: 1.0 - alpha, "rewrite": alpha}, normalize=False)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Signal name -> weight, for the signals with a weight (the anchor always listed)."""
+        return dict(self._weights)
 
     def weight(self, name: str) -> float:
-        """The weight of signal ``name`` (0 for a signal this class does not know)."""
-        return float(getattr(self, name, 0.0)) if name in SIGNAL_NAMES else 0.0
+        """The weight of signal ``name`` (0 for a registered signal without one).
+
+        Raises:
+            KeyError: for a name no registered signal has.
+        """
+        if name not in registered_signals():
+            msg = (
+                f"No signal named {name!r} is registered; registered: {list(registered_signals())}."
+            )
+            raise KeyError(msg)
+        return self._weights.get(name, 0.0)
 
     def active(self) -> tuple[str, ...]:
-        """Names of the signals with a non-zero weight."""
-        return tuple(n for n in SIGNAL_NAMES if getattr(self, n) > 0)
+        """Names of the signals with a non-zero weight, in registration order."""
+        return tuple(n for n, v in self._weights.items() if v > 0)
+
+    def replace(self, **changes: float) -> FusionWeights:
+        """A copy with some weights changed (``weights.replace(lexical=0.3)``)."""
+        return FusionWeights({**self._weights, **changes}, normalize=self.normalize)
 
     @property
     def uses_rewrite(self) -> bool:
-        """Whether retrieval calls the rewriter."""
-        return self.rewrite > 0
+        """Whether retrieval calls the rewriter (a signal that reads it has a weight)."""
+        specs = registered_signals()
+        return any(specs[n].needs_rewrite for n in self.active() if n in specs)
 
     @property
     def dense_only(self) -> bool:
         """Whether the fused ranking is the dense ranking."""
-        return self.active() == ("dense",)
+        return self.active() == (ANCHOR,)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
+        """A JSON-serialisable dict: ``{"weights": {name: weight}, "normalize": bool}``."""
+        return {"weights": dict(self._weights), "normalize": self.normalize}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionWeights:
-        """Weights from `to_dict` output.
+        """Weights from `to_dict` output, or the flat dict of settings versions 1 to 3.
+
+        The flat form is ``{"dense": 1.0, "lexical": 0.5, ..., "normalize": true}``.
 
         Raises:
-            ValueError: for unknown keys, naming them.
+            ValueError: for a signal name no registered signal has, naming it.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            msg = f"Unknown fusion weights {unknown}; expected some of {sorted(known)}."
+        data = dict(data)
+        normalize = data.pop("normalize", True)
+        if "weights" in data:
+            extra = sorted(set(data) - {"weights"})
+            if extra:
+                msg = f"Unknown fusion fields {extra}; expected 'weights' and 'normalize'."
+                raise ValueError(msg)
+            weights = data["weights"]
+        else:
+            weights = data
+        if not isinstance(weights, Mapping):
+            msg = f"The fusion weights must be a dict of signal name -> weight, got {weights!r}."
             raise ValueError(msg)
-        return cls(**data)
+        _check_known(weights, where="in saved fusion weights")
+        return cls(weights, normalize=normalize)
+
+
+def _rebuild_weights(weights: dict[str, float], normalize: bool) -> FusionWeights:
+    return FusionWeights(weights, normalize=normalize)
 
 
 # -- fusing ------------------------------------------------------------------------------------
@@ -193,7 +286,7 @@ def fuse(per_signal: Mapping[str, SignalScores], weights: FusionWeights) -> list
 
     Ties keep the order in which the tools first appeared (dense first).
     """
-    names = [n for n in SIGNAL_NAMES if weights.weight(n) > 0 and n in per_signal]
+    names = [n for n in weights.active() if n in per_signal]
     if not names:
         return []
     tools, matrix = candidate_matrix(per_signal, names)
@@ -308,8 +401,8 @@ def fit_weights(
             given, weights that score lower than the default on it are refused.
         default: The weights to keep unless another combination is strictly better
             (default `FusionWeights()`).
-        grid: Weights to try per signal (default `DEFAULT_GRID`); a signal missing from
-            ``per_query`` is held at 0.
+        grid: Weights to try per signal (default: each registered signal's `Signal.grid`);
+            a signal missing from ``per_query`` is held at 0.
 
     Returns:
         The fit: chosen weights, their scores and the default's.
@@ -325,12 +418,13 @@ def fit_weights(
         msg = "fit_weights needs at least one labelled example."
         raise ValueError(msg)
     default = default or FusionWeights()
-    grid = dict(grid or DEFAULT_GRID)
+    specs = registered_signals()
+    grid = dict(grid or {n: spec.grid for n, spec in specs.items()})
     views = [per_query] if uncovered is None else [per_query, uncovered]
     available = [
-        n for n in SIGNAL_NAMES[1:] if all(n in scores for view in views for scores in view)
+        n for n in specs if n != ANCHOR and all(n in scores for view in views for scores in view)
     ]
-    names = ["dense", *available]
+    names = [ANCHOR, *available]
     combos = np.asarray(
         [[1.0, *combo] for combo in itertools.product(*(grid.get(n, (0.0,)) for n in available))],
         dtype=np.float64,
@@ -345,7 +439,7 @@ def fit_weights(
         unlabelled = _objectives([candidate_matrix(s, names) for s in uncovered], golds, vectors)
         # First what needs no labels (it scores both views alike), then what the labels add,
         # as long as held-out queries about unlabelled tools score no lower than without it.
-        from_labels = np.asarray([n in LABEL_SIGNALS for n in names])
+        from_labels = np.asarray([specs[n].uses_labels for n in names])
         plain = ~(vectors[:, from_labels] > 0).any(axis=1)
         base = _best(vectors, covered, plain & (covered > covered[0] + 1e-12), fallback=0)
         same_base = (vectors[:, ~from_labels] == vectors[base, ~from_labels]).all(axis=1)
@@ -357,9 +451,11 @@ def fit_weights(
         default
         if best == 0
         else FusionWeights(
-            dense=1.0,
+            {
+                ANCHOR: 1.0,
+                **{n: float(v) for n, v in zip(available, vectors[best, 1:], strict=True)},
+            },
             normalize=default.normalize,
-            **{n: float(v) for n, v in zip(available, vectors[best, 1:], strict=True)},
         )
     )
     return FusionFit(

@@ -16,13 +16,21 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
-from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
+from qta_integrations.fusion import FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.prompts import RewriteRequest
 from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
 from qta_integrations.selection import CutoffFit, ToolSelection, fit_cutoff, resolve_selection
 from qta_integrations.settings import RetrievalSettings
-from qta_integrations.signals import Signal, SignalContext, SignalScores, default_signals
+from qta_integrations.signals import (
+    Signal,
+    SignalContext,
+    SignalResources,
+    SignalScores,
+    build_signal,
+    build_signals,
+    registered_signals,
+)
 from qta_integrations.stores import (
     BM25ToolIndex,
     IndexEntry,
@@ -168,7 +176,13 @@ class QTAPipeline:
             self._rewriter = resolve_rewriter(rewriter)  # a LangChain chat model / Runnable
         self.memory = ExampleMemory()
         self._lexical_index: BM25ToolIndex | None = None
-        self.signals: dict[str, Signal] = default_signals(self._lexical, lambda: self.memory)
+        self.signal_resources = SignalResources(
+            catalog=lambda: self.catalog, lexical_index=self._lexical, memory=lambda: self.memory
+        )
+        """What the signals read from this pipeline (`qta_integrations.signals.registry`)."""
+        self.signals: dict[str, Signal] = build_signals(self.signal_resources)
+        """One instance of each registered signal, by name; a signal registered later is
+        built on first use."""
         self.last_fit: FusionFit | None = None
         self.last_cutoff: CutoffFit | None = None
         """The last fit of an adaptive selection's margin (`qta_integrations.selection`)."""
@@ -422,9 +436,7 @@ class QTAPipeline:
             queries,
             [()] * len(queries),
             depth=self.settings.fetch_depth(10),
-            weights=FusionWeights(
-                lexical=1, labelled_lexical=1, memory=1, prior=1, rewrite=1 if rewrite else 0
-            ),
+            rewrite=rewrite,
             exclude=[frozenset({e.entry_id}) for e in examples],
         )
         # The uncovered view: the same searches, each example's own tools unlabelled (no
@@ -438,7 +450,7 @@ class QTAPipeline:
             exclude=[*context.exclude, *context.exclude],
             exclude_tools=[frozenset()] * len(examples) + [frozenset(e.tool_ids) for e in examples],
         )
-        names = [n for n in SIGNAL_NAMES if n != "rewrite" or rewrite]
+        names = [n for n, spec in registered_signals().items() if rewrite or not spec.needs_rewrite]
         scored = self._signal_scores(both, names)
         n = len(examples)
         covered = [{name: scored[name][i] for name in names} for i in range(n)]
@@ -615,7 +627,8 @@ class QTAPipeline:
         histories: Sequence[Sequence[str]],
         *,
         depth: int,
-        weights: FusionWeights,
+        rewrite: bool,
+        normalize: bool = True,
         exclude: Sequence[frozenset[str]] = (),
     ) -> SignalContext:
         entry_hits = [
@@ -624,7 +637,7 @@ class QTAPipeline:
         ]
         rewrites: list[str | None] = [None] * len(queries)
         rewrite_hits: list[list[ToolHit] | None] = [None] * len(queries)
-        rewriter = self.rewriter if weights.uses_rewrite else None
+        rewriter = self.rewriter if rewrite else None
         if rewriter is not None:
             requests = [
                 self.rewrite_request(q, tool_hits(h), hist)
@@ -644,17 +657,28 @@ class QTAPipeline:
             rewrites=rewrites,
             exclude=list(exclude),
             depth=depth,
-            normalize=weights.normalize,
+            normalize=normalize,
         )
+
+    def signal(self, name: str) -> Signal:
+        """This pipeline's instance of signal ``name`` (built now if registered since).
+
+        Raises:
+            KeyError: for a name no registered signal has.
+        """
+        found = self.signals.get(name)
+        if found is None:
+            found = self.signals[name] = build_signal(name, self.signal_resources)
+        return found
 
     def _signal_scores(
         self, context: SignalContext, names: Sequence[str]
     ) -> dict[str, list[SignalScores]]:
-        return {name: self.signals[name].scores(context) for name in names if name in self.signals}
+        return {name: self.signal(name).scores(context) for name in names}
 
     def _fused_results(self, context: SignalContext, k: int) -> list[RetrievalResult]:
         weights = self.settings.fusion
-        names = [n for n in self.signals if weights.weight(n) > 0]
+        names = weights.active()
         scored = self._signal_scores(context, names)
         results = []
         for i, query in enumerate(context.queries):
@@ -736,7 +760,11 @@ class QTAPipeline:
             ]
         else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
             context = self._context(
-                queries, histories, depth=self.settings.fetch_depth(fetch), weights=weights
+                queries,
+                histories,
+                depth=self.settings.fetch_depth(fetch),
+                rewrite=weights.uses_rewrite,
+                normalize=weights.normalize,
             )
             results = self._fused_results(context, fetch)
         return [self._select(r, chosen, k) for r in results]

@@ -18,11 +18,13 @@ from qta_integrations.validation import check_fetch_k, check_positive_int
 
 __all__ = ["SETTINGS_VERSION", "RetrievalSettings"]
 
-SETTINGS_VERSION = 3
-"""Version 3 split BM25 into ``lexical`` (the tools' own texts) and ``labelled_lexical`` (texts
-extended with labelled queries: what version 1 and 2 called ``lexical``, renamed on reading)
+SETTINGS_VERSION = 4
+"""Version 4 keys the fusion weights by signal name (``{"weights": {...}, "normalize": ...}``,
+any registered signal; see `qta_integrations.signals.register_signal`). Version 3 split BM25
+into ``lexical`` (the tools' own texts) and ``labelled_lexical`` (texts extended with labelled
+queries: what version 1 and 2 called ``lexical``, renamed on reading)
 and added ``label_fit``; version 2 added ``selection``. Older dicts still load."""
-_READABLE_VERSIONS = (1, 2, 3)
+_READABLE_VERSIONS = (1, 2, 3, 4)
 LABEL_FITS = ("safe", "labelled")
 DEFAULT_FETCH_DEPTH = 100
 """Candidates per signal when ``fetch_k`` is unset: deep enough that the fused ranking of the
@@ -144,7 +146,7 @@ class RetrievalSettings:
             raise ValueError(msg)
         if "fusion" in data:
             fusion = dict(data["fusion"])
-            if version < 3 and "lexical" in fusion:
+            if version < 3 and "lexical" in fusion and "weights" not in fusion:
                 # Before version 3 the lexical signal read texts extended with the labels.
                 fusion["labelled_lexical"] = fusion.pop("lexical")
             data["fusion"] = FusionWeights.from_dict(fusion)

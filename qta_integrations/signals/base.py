@@ -66,10 +66,29 @@ class SignalContext:
 
 
 class Signal(ABC):
-    """One named score per candidate tool. Subclasses set `name` and implement `scores`."""
+    """One named score per candidate tool.
+
+    A subclass sets `name` and implements `scores`; it declares what the fusion needs to
+    know of it beside: whether it speaks only for labelled tools (`uses_labels`), whether it
+    reads the rewrite (`needs_rewrite`) and which weights the fit tries (`grid`). Registered
+    with `qta_integrations.signals.register_signal`, it is fitted, saved, loaded and used
+    like the built-in signals, with no other edit.
+
+    Attributes:
+        name: The signal's name: its key in `FusionWeights` and in saved settings.
+        uses_labels: True for a signal that scores only tools the labelled examples name
+            (memory, prior): the fit weighs it by what the labels predict about future
+            traffic, never at the cost of the tools no label names.
+        needs_rewrite: True for a signal that reads the rewrite: the rewriter runs only
+            while such a signal has a weight above zero.
+        grid: The weights `qta_integrations.fusion.fit_weights` tries (``(0.0,)``: never
+            fitted, set by hand).
+    """
 
     name: ClassVar[str]
+    uses_labels: ClassVar[bool] = False
     needs_rewrite: ClassVar[bool] = False
+    grid: ClassVar[tuple[float, ...]] = (0.0,)
 
     @abstractmethod
     def scores(self, context: SignalContext) -> list[SignalScores]:

@@ -14,9 +14,14 @@ __all__ = ["DenseSignal"]
 
 
 class DenseSignal(Signal):
-    """Query <-> tool similarity from the wrapped store (see the module docstring)."""
+    """Query <-> tool similarity from the wrapped store (see the module docstring).
+
+    It is the fusion's anchor: its weight stays 1 in a fit, so every other weight says how
+    far that signal may move a tool against the dense ranking.
+    """
 
     name = "dense"
+    grid = (1.0,)
 
     def scores(self, context: SignalContext) -> list[SignalScores]:
         """Standardised similarities of the fetched tools."""

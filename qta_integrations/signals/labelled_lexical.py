@@ -28,6 +28,8 @@ class LabelledLexicalSignal(Signal):
     """
 
     name = "labelled_lexical"
+    uses_labels = True
+    grid = (0.0, 0.3, 0.5, 1.0)
 
     def __init__(
         self, index: Callable[[], BM25ToolIndex], memory: Callable[[], ExampleMemory]

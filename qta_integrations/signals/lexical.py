@@ -38,6 +38,7 @@ class LexicalSignal(Signal):
     """
 
     name = "lexical"
+    grid = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 
     def __init__(self, index: Callable[[], BM25ToolIndex]) -> None:
         self._index = index

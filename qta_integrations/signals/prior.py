@@ -14,6 +14,8 @@ class PriorSignal(Signal):
     """The fraction of labelled examples that need the tool."""
 
     name = "prior"
+    uses_labels = True
+    grid = (0.0, 0.5, 1.0, 2.5, 5.0)
 
     def __init__(self, memory: Callable[[], ExampleMemory]) -> None:
         self._memory = memory

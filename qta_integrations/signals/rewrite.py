@@ -12,6 +12,7 @@ class RewriteSignal(Signal):
 
     name = "rewrite"
     needs_rewrite = True
+    grid = (0.0, 0.25, 0.5, 1.0)
 
     def scores(self, context: SignalContext) -> list[SignalScores]:
         """Standardised similarities of the tools found with the rewrite (empty: no rewrite)."""

@@ -252,10 +252,10 @@ def test_settings_of_version_1_still_load() -> None:
     assert settings.k == 3 and settings.selection == ToolSelection()
     selection = ToolSelection(always_include=["a"], margin=0.5, min_k=2, adaptive=True)
     saved = RetrievalSettings(selection=selection).to_dict()
-    assert saved["version"] == 3 and saved["selection"]["always_include"] == ["a"]
+    assert saved["version"] == 4 and saved["selection"]["always_include"] == ["a"]
     assert RetrievalSettings.from_dict(saved).selection == selection
-    with pytest.raises(ValueError, match=r"version 4 is not supported \(expected one of \[1, 2, 3"):
-        RetrievalSettings.from_dict({**saved, "version": 4})
+    with pytest.raises(ValueError, match=r"version 5 is not supported \(expected one of \[1, 2, 3"):
+        RetrievalSettings.from_dict({**saved, "version": 5})
     with pytest.raises(TypeError, match="selection must be a ToolSelection, got dict"):
         RetrievalSettings(selection={"margin": 1.0})  # type: ignore[arg-type]
 
