@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import FusionFit, FusionWeights, fuse
-from qta_integrations.memory import ExampleMemory, MemoryExample
+from qta_integrations.memory import ExampleMemory, LabelledExample, parse_examples
 from qta_integrations.prompts import RewriteRequest
 from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
 from qta_integrations.selection import CutoffFit, ToolSelection, fit_cutoff, resolve_selection
@@ -357,7 +357,7 @@ class QTAPipeline:
 
     # -- labelled examples --------------------------------------------------------------
 
-    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
+    def add_examples(self, examples: Any, *, fit: bool = True) -> list[LabelledExample]:
         """Attach labelled queries to their tools, and (by default) refit the fusion.
 
         Each example is stored in the index as an extra entry carrying its gold tool ids
@@ -365,7 +365,8 @@ class QTAPipeline:
 
         Args:
             examples: ``[{"query": ..., "tools": [tool ids]}, ...]``, a JSON/JSONL file of such
-                records, `TrainingExample`s or a labelled dataset (see `load_examples`).
+                records, `LabelledExample`s or a labelled dataset (see
+                `qta_integrations.memory.parse_examples`).
             fit: Refit the fusion weights on all examples in memory (`fit_fusion`), in seconds.
 
         Returns:
@@ -374,16 +375,13 @@ class QTAPipeline:
         Raises:
             ValueError: for malformed examples or tool ids not in the catalogue (naming them).
         """
-        from qta_integrations.training.pairs import load_examples
-
-        parsed = load_examples(examples, self.catalog)
-        added = self.memory.add((e.query, e.tools) for e in parsed)
+        added = self.memory.add(parse_examples(examples, self.catalog))
         self._sync_examples()
         if fit:
             self.fit_fusion()
         return added
 
-    def remove_examples(self, queries: Iterable[str], *, fit: bool = True) -> list[MemoryExample]:
+    def remove_examples(self, queries: Iterable[str], *, fit: bool = True) -> list[LabelledExample]:
         """Forget the labelled examples with these queries (and refit the fusion by default)."""
         if isinstance(queries, str):
             queries = [queries]
@@ -475,7 +473,7 @@ class QTAPipeline:
         return fit
 
     def _fit_selection(
-        self, context: SignalContext | None, examples: Sequence[MemoryExample]
+        self, context: SignalContext | None, examples: Sequence[LabelledExample]
     ) -> None:
         """Fit an adaptive selection's margin on the examples' held-out fused rankings.
 

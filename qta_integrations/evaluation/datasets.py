@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from qta_integrations.sources.files import read_numbered_records
+from qta_integrations.memory import LabelledExample, parse_examples
 from qta_integrations.tools import Tool, ToolCatalog
-from qta_integrations.validation import describe, validate_query
 
 __all__ = [
     "MTRB_COMMIT",
@@ -118,37 +117,9 @@ _MTRB_FILES: dict[tuple[str, str], tuple[str, str]] = {
 ToolText = Literal["rewrite", "original"]
 
 
-@dataclass(frozen=True)
-class LabelledQuery:
-    """A query and the ids of the tools it needs (all of them, for Sufficiency@k).
-
-    Example:
-        .. code-block:: python
-
-            from qta_integrations.evaluation import LabelledQuery
-
-            item = LabelledQuery("Will it rain in Oslo?", ("weather",))
-            print(item.tool_ids)  # ('weather',)
-    """
-
-    query: str
-    tool_ids: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.query, str) or not self.query.strip():
-            msg = f"LabelledQuery.query must be a non-empty string, got {describe(self.query)}."
-            raise ValueError(msg)
-        validate_query(self.query, name="LabelledQuery.query")
-        if isinstance(self.tool_ids, str):
-            msg = (
-                f"LabelledQuery.tool_ids must be a sequence of ids, got the string "
-                f"{self.tool_ids!r}; wrap it: ({self.tool_ids!r},)."
-            )
-            raise TypeError(msg)
-        object.__setattr__(self, "tool_ids", tuple(self.tool_ids))
-        if not self.tool_ids:
-            msg = f"The query {self.query!r} has no gold tools; label at least one tool id."
-            raise ValueError(msg)
+LabelledQuery = LabelledExample
+"""A labelled query of a dataset: `qta_integrations.memory.LabelledExample`, the one record of
+a label (``query``, ``tool_ids``, ``history``)."""
 
 
 @dataclass(frozen=True)
@@ -241,48 +212,10 @@ def load_retrieval_dataset(
     """
     queries_path = Path(queries)
     catalog = ToolCatalog.from_file(Path(tools), require_names=not names_from_ids)
-    records = read_numbered_records(queries_path)
-    labelled = [
-        _parse_query_record(r, i, queries_path, line) for i, (line, r) in enumerate(records)
-    ]
+    labelled = parse_examples(queries_path, record_name="query record", allow_empty=True)
     return RetrievalDataset(
         catalog, labelled, name=name or queries_path.stem, metadata={"tools_file": str(tools)}
     )
-
-
-def _parse_query_record(
-    record: Any, position: int, path: Path, line: int | None = None
-) -> LabelledQuery:
-    at_line = f" (line {line})" if line is not None else ""
-    where = f"query record #{position}{at_line} in {str(path)!r}"
-    if not isinstance(record, Mapping):
-        msg = f"{where} must be an object {{'query': ..., 'tools': [...]}}, got {describe(record)}."
-        raise ValueError(msg)
-    query = record.get("query")
-    if not isinstance(query, str) or not query.strip():
-        msg = f"{where} needs a non-empty string 'query', got {describe(query)}."
-        raise ValueError(msg)
-    try:
-        validate_query(query)
-    except ValueError as err:
-        msg = f"{where}: {err}"
-        raise ValueError(msg) from None
-    tools = record.get("tools")
-    if isinstance(tools, (str, int)):
-        tools = [tools]
-    if not isinstance(tools, list) or not tools:
-        msg = f"{where} needs 'tools': a non-empty list of tool ids, got {describe(tools)}."
-        raise ValueError(msg)
-    ids = []
-    for tool_id in tools:
-        if isinstance(tool_id, bool) or not isinstance(tool_id, (str, int)):
-            msg = (
-                f"{where} has a tool id that is not a string: {describe(tool_id)}. List the "
-                'ids as strings: "tools": ["get_weather", ...].'
-            )
-            raise ValueError(msg)
-        ids.append(str(tool_id))
-    return LabelledQuery(query, tuple(ids))
 
 
 # -- MTRB -------------------------------------------------------------------------------

@@ -10,17 +10,16 @@ picks the pairs, so the logic is tested on hand-made rankings.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+from qta_integrations.memory import LabelledExample, parse_examples
 from qta_integrations.ranking import RankingFunction, fuse_hits
-from qta_integrations.sources.files import read_numbered_records
 from qta_integrations.stores import ExactToolIndex
-from qta_integrations.tools import ToolCatalog
-from qta_integrations.validation import validate_query
+
+TrainingExample = LabelledExample
+"""A labelled query to train on: `qta_integrations.memory.LabelledExample` (``.tools`` reads
+its tool ids)."""
 
 __all__ = [
     "GradedCandidate",
@@ -30,28 +29,6 @@ __all__ = [
     "load_examples",
     "select_pairs",
 ]
-
-ExamplesLike = (
-    str
-    | os.PathLike[str]
-    | Iterable[Mapping[str, Any]]
-    | Iterable["TrainingExample"]
-    | Iterable[Any]
-)
-
-
-@dataclass(frozen=True)
-class TrainingExample:
-    """A labelled query: the query and the ids of every tool it needs.
-
-    Example:
-        >>> TrainingExample("Will it rain in Oslo?", ("weather",)).tools
-        ('weather',)
-    """
-
-    query: str
-    tools: tuple[str, ...]
-    history: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,86 +56,8 @@ class PreferencePair:
         return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
 
 
-def load_examples(
-    examples: ExamplesLike, catalog: ToolCatalog | None = None
-) -> list[TrainingExample]:
-    """Normalise what `QTATrainer.fit` accepts into `TrainingExample` records.
-
-    Accepts a path to a queries file (JSON list or JSONL of ``{"query", "tools": [ids]}``), an
-    iterable of such dicts, of `TrainingExample`, or of objects with ``query`` and ``tool_ids``
-    attributes (the evaluation package's ``LabelledQuery``), or a dataset with ``.queries``.
-
-    Raises:
-        ValueError: for zero examples, a malformed record (naming its position), or gold ids
-            that are not in ``catalog`` (listing them).
-    """
-    if isinstance(examples, (str, os.PathLike)):
-        numbered = read_numbered_records(Path(examples))
-        records: Iterable[Any] = [record for _, record in numbered]
-        source = f" in {str(examples)!r}"
-        lines = [f" (line {line})" for line, _ in numbered]
-    else:
-        records = getattr(examples, "queries", examples)
-        source = ""
-        lines = []
-    if isinstance(records, Mapping):
-        msg = (
-            "examples must be a list of {'query': ..., 'tools': [...]} records, got one dict; "
-            "wrap it in a list."
-        )
-        raise ValueError(msg)
-    parsed = [
-        _parse_example(r, i, (lines[i] if i < len(lines) else "") + source)
-        for i, r in enumerate(records)
-    ]
-    if not parsed:
-        msg = (
-            f"No training examples{source}. QTA needs at least one labelled query: pass "
-            "[{'query': 'your query', 'tools': ['id of a tool it needs', ...]}, ...]."
-        )
-        raise ValueError(msg)
-    if catalog is not None:
-        unknown = sorted({t for e in parsed for t in e.tools if t not in catalog})
-        if unknown:
-            hint = ", ".join(repr(i) for i in catalog.ids[:5])
-            msg = (
-                f"The training examples{source} name {len(unknown)} tool id(s) that are not in "
-                f"the catalogue: {unknown}. Use the catalogue's tool ids (they look like: "
-                f"{hint}, ...)."
-            )
-            raise ValueError(msg)
-    return parsed
-
-
-def _parse_example(record: Any, position: int, source: str) -> TrainingExample:
-    where = f"example #{position}{source}"
-    if isinstance(record, TrainingExample):
-        return record
-    if isinstance(record, Mapping):
-        query = record.get("query")
-        tools = record.get("tools", record.get("tool_ids"))
-        history = record.get("history", ())
-    elif hasattr(record, "query") and hasattr(record, "tool_ids"):
-        query, tools, history = record.query, record.tool_ids, ()
-    else:
-        msg = f"{where} must be a dict {{'query': str, 'tools': [tool ids]}}, got {record!r}."
-        raise ValueError(msg)
-    if not isinstance(query, str) or not query.strip():
-        msg = f"{where} needs a non-empty string 'query', got {query!r}."
-        raise ValueError(msg)
-    try:
-        validate_query(query)
-    except ValueError as err:
-        msg = f"{where}: {err}"
-        raise ValueError(msg) from None
-    if isinstance(tools, (str, int)):
-        tools = [tools]
-    if not isinstance(tools, (list, tuple)) or not tools:
-        msg = f"{where} needs 'tools': a non-empty list of gold tool ids, got {tools!r}."
-        raise ValueError(msg)
-    if isinstance(history, str):
-        history = [history]
-    return TrainingExample(query, tuple(str(t) for t in tools), tuple(str(h) for h in history))
+load_examples = parse_examples
+"""Read labelled queries (`qta_integrations.memory.parse_examples`, the one parser)."""
 
 
 def grade_candidates(

@@ -42,6 +42,7 @@ from qta_integrations.adapter import (
     write_adapter,
 )
 from qta_integrations.embeddings import resolve_embeddings
+from qta_integrations.memory import ExamplesLike, LabelledExample, parse_examples
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
@@ -55,12 +56,9 @@ from qta_integrations.stores import ExactToolIndex, ToolIndex
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.training.config import QTATrainingConfig
 from qta_integrations.training.pairs import (
-    ExamplesLike,
     GradedCandidate,
     PreferencePair,
-    TrainingExample,
     grade_candidates,
-    load_examples,
     select_pairs,
 )
 
@@ -228,7 +226,7 @@ class QTATrainer:
             ValueError: for zero examples, or gold ids that are not in the catalogue.
         """
         cfg = self.config
-        data = load_examples(examples, self.pipeline.catalog)
+        data = parse_examples(examples, self.pipeline.catalog)
         target = check_output_dir(output_dir) if output_dir is not None else None
         started = time.perf_counter()
         self.metrics = {"num_examples": len(data), "rounds": []}
@@ -244,7 +242,7 @@ class QTATrainer:
             self.save(target)
         return self.retriever
 
-    def _align_rewriter(self, data: Sequence[TrainingExample]) -> None:
+    def _align_rewriter(self, data: Sequence[LabelledExample]) -> None:
         """DPO rounds on the rewriter, then the rewrite signal's weight (see `fit`)."""
         cfg = self.config
         # Seeded here rather than in fit(): only DPO draws random numbers (the LoRA init
@@ -288,7 +286,7 @@ class QTATrainer:
 
     def make_pairs(
         self,
-        examples: Sequence[TrainingExample],
+        examples: Sequence[LabelledExample],
         requests: Sequence[RewriteRequest] | None = None,
         *,
         round_index: int = 0,
@@ -431,7 +429,7 @@ class QTATrainer:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _requests(self, examples: Sequence[TrainingExample]) -> list[RewriteRequest]:
+    def _requests(self, examples: Sequence[LabelledExample]) -> list[RewriteRequest]:
         """The inference requests: the retriever's own context tools for each query."""
         return self.pipeline.rewrite_requests(
             [e.query for e in examples], [e.history for e in examples]
@@ -467,11 +465,11 @@ class QTATrainer:
                 out.append([rewriter.finalize(query, raw) for raw in group])
         return out
 
-    def _reference_rewrite(self, example: TrainingExample) -> str:
+    def _reference_rewrite(self, example: LabelledExample) -> str:
         """The gold tools' own texts, joined: a rewrite that lines up with the catalogue."""
         return "; ".join(self.pipeline.catalog[tool_id].text for tool_id in example.tools)
 
-    def _add_few_shot(self, examples: Sequence[TrainingExample]) -> None:
+    def _add_few_shot(self, examples: Sequence[LabelledExample]) -> None:
         """Sample once, then show the best rewrites of the best examples as few-shot turns."""
         pairs, _ = self.make_pairs(examples, round_index=-1)
         best: dict[str, PreferencePair] = {}

@@ -94,7 +94,7 @@ def test_unknown_ids_are_listed_not_dropped(tmp_path: Path, tools_file: Path) ->
         ({"query": "q"}, "needs 'tools'"),
         ({"query": "q", "tools": []}, "needs 'tools'"),
         ({"query": "q", "tools": [["weather"]]}, "not a string"),
-        (["q", "weather"], "must be an object"),
+        (["q", "weather"], "must be a dict"),
     ],
 )
 def test_malformed_query_records(

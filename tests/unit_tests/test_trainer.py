@@ -172,7 +172,7 @@ def test_reference_candidate_from_the_gold_tools_becomes_chosen(
     bad = {q: ["send an email", "translate text"] for q in SCRIPTED}
     trainer = _trainer(tool_dicts, bad, reference_candidate=True)
     trainer._prepare_model()
-    pairs, _ = trainer.make_pairs(trainer_module.load_examples(EXAMPLES, trainer.pipeline.catalog))
+    pairs, _ = trainer.make_pairs(trainer_module.parse_examples(EXAMPLES, trainer.pipeline.catalog))
     chosen = {pair.query: pair.chosen for pair in pairs}
     assert chosen == {
         "will it rain in paris": "get_weather: Current weather and forecast for a city.",
@@ -353,7 +353,7 @@ def test_alpha_is_the_grading_weight_of_dpo_candidates(tool_dicts: list[dict[str
             alpha=alpha,
         )
         trainer._sample = lambda prompts, queries: [list(SCRIPTED[q]) for q in queries]  # type: ignore[method-assign]
-        examples = trainer_module.load_examples(EXAMPLES, trainer.pipeline.catalog)
+        examples = trainer_module.parse_examples(EXAMPLES, trainer.pipeline.catalog)
         return trainer.make_pairs(examples)[0]
 
     assert len(pairs_with(0.5)) == 2

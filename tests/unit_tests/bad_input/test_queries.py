@@ -81,7 +81,7 @@ async def test_bad_query_async(retriever: QTARetriever, entry: str) -> None:
 def test_labelled_query_rejects_what_retrieval_rejects(
     query: str, error: type[Exception], pattern: str
 ) -> None:
-    with pytest.raises(error, match=pattern.replace("query", "LabelledQuery.query")):
+    with pytest.raises(error, match=pattern.replace("query", "LabelledExample.query")):
         LabelledQuery(query, ("weather",))
 
 

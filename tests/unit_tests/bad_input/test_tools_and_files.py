@@ -318,7 +318,7 @@ BAD_QUERY_FILES: list[tuple[str, str]] = [
     ),
     (
         "\n".join([QUERY_OK, json.dumps(["rain?", "weather"])]),
-        r"query record #1 \(line 2\) in '{path}' must be an object",
+        r"query record #1 \(line 2\) in '{path}' must be a dict \(a JSON object\)",
     ),
     (
         "\n".join([QUERY_OK, json.dumps({"query": "rain?", "tools": ["wether"]})]),
