@@ -46,12 +46,14 @@ from qta_integrations.signals.base import SignalScores
 __all__ = [
     "ANCHOR",
     "DEFAULT_GRID",  # noqa: F822 (module __getattr__: a view of the signal registry)
+    "GATE_WIDTH",
     "LABEL_SIGNALS",  # noqa: F822 (module __getattr__: a view of the signal registry)
     "SIGNAL_NAMES",  # noqa: F822 (module __getattr__: a view of the signal registry)
     "FusionFit",
     "FusionWeights",
     "fit_weights",
     "fuse",
+    "gate_opening",
     "objective",
 ]
 
@@ -67,6 +69,9 @@ def __getattr__(name: str) -> Any:
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 
+
+BASE_LEXICAL_WEIGHT = 1.5
+"""The lexical weight of `FusionWeights.base`."""
 
 ANCHOR = "dense"
 """The signal whose weight a fit holds at 1: the others say how far they move the dense ranking."""
@@ -93,6 +98,36 @@ def _check_known(names: Iterable[str], *, where: str) -> None:
         raise ValueError(msg)
 
 
+GATE_WIDTH = 0.1
+"""The width of the label gate's ramp, in units of similarity (`gate_opening`)."""
+
+
+def _check_gate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        msg = f"label_gate must be a finite number (a similarity margin) or None, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def gate_opening(margin: float, threshold: float | None) -> float:
+    """How far the label signals count for a query: 0 (not at all) to 1 (in full).
+
+    ``margin`` is how much closer the query is to its nearest labelled example than to its
+    nearest tool (`SignalContext.label_margin`); the gate opens around ``threshold``, over a
+    ramp `GATE_WIDTH` wide. Without a threshold the gate is always open. Non-decreasing in
+    ``margin``.
+
+    Example:
+        >>> [gate_opening(m, 0.0) for m in (-0.2, 0.0, 0.02, 0.2)]
+        [0.0, 0.5, 0.7, 1.0]
+    """
+    if threshold is None:
+        return 1.0
+    if not math.isfinite(margin):
+        return 1.0 if margin > 0 else 0.0
+    return min(1.0, max(0.0, 0.5 + (margin - threshold) / GATE_WIDTH))
+
+
 class FusionWeights:
     """Weights of the signals in the fused score, keyed by signal name (see the module).
 
@@ -103,6 +138,10 @@ class FusionWeights:
     Args:
         weights: Signal name -> weight (>= 0).
         normalize: Standardise similarity signals; False fuses raw similarities (the paper).
+        label_gate: When set, the label signals (`Signal.uses_labels`) of each query count
+            as far as `gate_opening` of its label margin at this threshold says: fully for
+            a query much closer to a labelled example than to any tool, not at all for one
+            that is not. None: they always count in full.
         **named: More weights by name (``FusionWeights(lexical=0.5)``).
 
     Raises:
@@ -120,15 +159,17 @@ class FusionWeights:
             print(FusionWeights.paper().active())  # ('dense', 'rewrite')
     """
 
-    __slots__ = ("_weights", "normalize")
+    __slots__ = ("_weights", "label_gate", "normalize")
     _weights: dict[str, float]
     normalize: bool
+    label_gate: float | None
 
     def __init__(
         self,
         weights: Mapping[str, float] | None = None,
         *,
         normalize: bool = True,
+        label_gate: float | None = None,
         **named: float,
     ) -> None:
         if weights is not None and not isinstance(weights, Mapping):
@@ -150,8 +191,11 @@ class FusionWeights:
         if not isinstance(normalize, bool):
             msg = f"normalize must be True or False, got {normalize!r}."
             raise TypeError(msg)
+        if label_gate is not None:
+            label_gate = _check_gate(label_gate)
         object.__setattr__(self, "_weights", kept)
         object.__setattr__(self, "normalize", normalize)
+        object.__setattr__(self, "label_gate", label_gate)
 
     def __setattr__(self, name: str, value: Any) -> None:
         msg = "FusionWeights is immutable; build new weights (FusionWeights({...}))."
@@ -165,19 +209,37 @@ class FusionWeights:
         return self.weight(name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_weights, (dict(self._weights), self.normalize))
+        return (_rebuild_weights, (dict(self._weights), self.normalize, self.label_gate))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FusionWeights):
             return NotImplemented
-        return self._weights == other._weights and self.normalize == other.normalize
+        return (
+            self._weights == other._weights
+            and self.normalize == other.normalize
+            and self.label_gate == other.label_gate
+        )
 
     def __hash__(self) -> int:
-        return hash((frozenset(self._weights.items()), self.normalize))
+        return hash((frozenset(self._weights.items()), self.normalize, self.label_gate))
 
     def __repr__(self) -> str:
         named = ", ".join(f"{n}={v:g}" for n, v in self._weights.items())
-        return f"FusionWeights({named}{'' if self.normalize else ', normalize=False'})"
+        if not self.normalize:
+            named += ", normalize=False"
+        if self.label_gate is not None:
+            named += f", label_gate={self.label_gate:g}"
+        return f"FusionWeights({named})"
+
+    @classmethod
+    def base(cls) -> FusionWeights:
+        """The zero-label base: dense plus trust-scaled BM25 at 1.5 (``lexical=1.5``).
+
+        What a retriever uses before any label (`RetrievalSettings().fusion`). Chosen on five
+        tool catalogues as a whole (docs/benchmarks.md): +8.5 points of S@5 over dense on
+        average, and no catalogue below dense.
+        """
+        return cls({ANCHOR: 1.0, "lexical": BASE_LEXICAL_WEIGHT})
 
     @classmethod
     def paper(cls, alpha: float = 0.5) -> FusionWeights:
@@ -211,7 +273,21 @@ class FusionWeights:
 
     def replace(self, **changes: float) -> FusionWeights:
         """A copy with some weights changed (``weights.replace(lexical=0.3)``)."""
-        return FusionWeights({**self._weights, **changes}, normalize=self.normalize)
+        return FusionWeights(
+            {**self._weights, **changes}, normalize=self.normalize, label_gate=self.label_gate
+        )
+
+    def without_labels(self) -> FusionWeights:
+        """The same weights with every label signal at 0 and no label gate."""
+        specs = registered_signals()
+        kept = {n: w for n, w in self._weights.items() if not specs[n].uses_labels}
+        return FusionWeights(kept, normalize=self.normalize)
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether a signal that speaks only for labelled tools has a weight."""
+        specs = registered_signals()
+        return any(specs[n].uses_labels for n in self.active())
 
     @property
     def uses_rewrite(self) -> bool:
@@ -225,8 +301,14 @@ class FusionWeights:
         return self.active() == (ANCHOR,)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict: ``{"weights": {name: weight}, "normalize": bool}``."""
-        return {"weights": dict(self._weights), "normalize": self.normalize}
+        """A JSON-serialisable dict: ``{"weights": {name: weight}, "normalize": bool}``.
+
+        ``"label_gate"`` is there too when the label signals are gated.
+        """
+        data: dict[str, Any] = {"weights": dict(self._weights), "normalize": self.normalize}
+        if self.label_gate is not None:
+            data["label_gate"] = self.label_gate
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FusionWeights:
@@ -239,10 +321,14 @@ class FusionWeights:
         """
         data = dict(data)
         normalize = data.pop("normalize", True)
+        label_gate = data.pop("label_gate", None)
         if "weights" in data:
             extra = sorted(set(data) - {"weights"})
             if extra:
-                msg = f"Unknown fusion fields {extra}; expected 'weights' and 'normalize'."
+                msg = (
+                    f"Unknown fusion fields {extra}; expected 'weights', 'normalize' and "
+                    "'label_gate'."
+                )
                 raise ValueError(msg)
             weights = data["weights"]
         else:
@@ -251,11 +337,13 @@ class FusionWeights:
             msg = f"The fusion weights must be a dict of signal name -> weight, got {weights!r}."
             raise ValueError(msg)
         _check_known(weights, where="in saved fusion weights")
-        return cls(weights, normalize=normalize)
+        return cls(weights, normalize=normalize, label_gate=label_gate)
 
 
-def _rebuild_weights(weights: dict[str, float], normalize: bool) -> FusionWeights:
-    return FusionWeights(weights, normalize=normalize)
+def _rebuild_weights(
+    weights: dict[str, float], normalize: bool, label_gate: float | None
+) -> FusionWeights:
+    return FusionWeights(weights, normalize=normalize, label_gate=label_gate)
 
 
 # -- fusing ------------------------------------------------------------------------------------
@@ -277,12 +365,19 @@ def candidate_matrix(
     return tools, matrix
 
 
-def fuse(per_signal: Mapping[str, SignalScores], weights: FusionWeights) -> list[tuple[str, float]]:
+def fuse(
+    per_signal: Mapping[str, SignalScores],
+    weights: FusionWeights,
+    *,
+    label_margin: float = math.inf,
+) -> list[tuple[str, float]]:
     """Fuse one query's signal scores into ``(tool id, score)`` pairs, best first.
 
     Args:
         per_signal: Signal name -> its `SignalScores` for the query.
         weights: The weights; signals without a score here count as weight 0.
+        label_margin: The query's label margin (`SignalContext.label_margin`), read by the
+            label gate when ``weights.label_gate`` is set.
 
     Ties keep the order in which the tools first appeared (dense first).
     """
@@ -290,7 +385,11 @@ def fuse(per_signal: Mapping[str, SignalScores], weights: FusionWeights) -> list
     if not names:
         return []
     tools, matrix = candidate_matrix(per_signal, names)
-    fused = matrix @ np.asarray([weights.weight(n) for n in names])
+    opening = gate_opening(label_margin, weights.label_gate)
+    specs = registered_signals()
+    fused = matrix @ np.asarray(
+        [weights.weight(n) * (opening if specs[n].uses_labels else 1.0) for n in names]
+    )
     order = np.argsort(-fused, kind="stable")
     return [(tools[i], float(fused[i])) for i in order]
 
@@ -313,16 +412,20 @@ def _objectives(
     matrices: Sequence[tuple[list[str], np.ndarray]],
     golds: Sequence[Sequence[str]],
     vectors: np.ndarray,
+    scales: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """`objective` of every weight vector at once: ``vectors`` is ``combos x signals``.
 
     Equal to ranking each example's candidates by ``matrix @ vector`` with a stable sort and
     calling `objective`, without sorting: a gold tool's rank is the number of candidates
-    scored higher, plus those scored equal that come first.
+    scored higher, plus those scored equal that come first. ``scales`` gives, per example, a
+    factor per signal (the label gate's opening on its label signals).
     """
     total = np.zeros(len(vectors))
     discount = 1.0 / np.log2(np.arange(2, 12))
-    for (tools, matrix), gold in zip(matrices, golds, strict=True):
+    for e, ((tools, matrix), gold) in enumerate(zip(matrices, golds, strict=True)):
+        if scales is not None:
+            matrix = matrix * scales[e]
         fused = matrix @ vectors.T  # candidates x combos
         position = {t: i for i, t in enumerate(tools)}
         gold_set = list(dict.fromkeys(gold))
@@ -346,6 +449,22 @@ def _objectives(
     return total / max(len(golds), 1)
 
 
+FREE_SHRINKAGE = 3.0
+"""How strongly a fit holds the label-free weights to the base: moving one by its signal's
+whole grid costs ``FREE_SHRINKAGE / n`` of the objective (n labelled examples; the objective
+counts up to 3 per example), so fewer labels must gain more. The base was chosen on hundreds
+of queries over five catalogues; a handful of labels rarely says better."""
+
+LABEL_SHRINKAGE = 1.0
+"""The same for the label signals, held to 0."""
+
+UNCOVERED_TOLERANCE = 0.0
+"""How much of the objective (per example, times n) the uncovered view may lose to the labels."""
+
+LABEL_GATE_GRID: tuple[float | None, ...] = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
+"""The label gate thresholds a fit tries (None would let the label signals always count)."""
+
+
 @dataclass(frozen=True)
 class FusionFit:
     """The outcome of `fit_weights`.
@@ -353,12 +472,15 @@ class FusionFit:
     Attributes:
         weights: The chosen weights.
         score: Their held-out objective on covered examples (`objective`).
-        default_score: The objective of the default weights on the same examples.
+        default_score: The base weights' objective on the same examples.
         num_examples: Examples the fit used.
         tried: Weight combinations tried.
         uncovered_score: The chosen weights' objective with each example's tools unlabelled
             (None when the fit had no uncovered view).
-        default_uncovered_score: The default weights' objective on that view.
+        default_uncovered_score: The base weights' objective on that view.
+        coverage: The share of future queries the labels were expected to cover (the
+            leave-one-out estimate the fit weighed the two views by; None without an
+            uncovered view).
     """
 
     weights: FusionWeights
@@ -368,19 +490,19 @@ class FusionFit:
     tried: int
     uncovered_score: float | None = None
     default_uncovered_score: float | None = None
+    coverage: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable summary."""
         return {**asdict(self), "weights": self.weights.to_dict()}
 
 
-def _best(vectors: np.ndarray, scores: np.ndarray, allowed: np.ndarray, *, fallback: int) -> int:
-    """The allowed row with the best score; ties go to the smaller total weight (shrinkage)."""
+def _best(scores: np.ndarray, allowed: np.ndarray, *, fallback: int) -> int:
+    """The allowed row with the best score; ties go to the first (the closest to the base)."""
     if not allowed.any():
         return fallback
     candidates = np.flatnonzero(allowed)
-    order = np.lexsort((vectors[candidates, 1:].sum(axis=1), -scores[candidates]))
-    return int(candidates[order[0]])
+    return int(candidates[np.argmax(scores[candidates])])
 
 
 def fit_weights(
@@ -390,6 +512,11 @@ def fit_weights(
     uncovered: Sequence[Mapping[str, SignalScores]] | None = None,
     default: FusionWeights | None = None,
     grid: Mapping[str, Sequence[float]] | None = None,
+    margins: Sequence[float] | None = None,
+    uncovered_margins: Sequence[float] | None = None,
+    coverage: float | None = None,
+    gates: Sequence[float | None] | None = None,
+    shrinkage: tuple[float, float] | None = None,
 ) -> FusionFit:
     """Choose fusion weights on held-out signal scores (see the module docstring).
 
@@ -397,15 +524,25 @@ def fit_weights(
         per_query: For each labelled example, signal name -> `SignalScores`, computed without
             the example's own entry (`QTAPipeline.fit_fusion` does that).
         golds: The gold tool ids of each example.
-        uncovered: The same, computed without every example sharing a tool with it; when
-            given, weights that score lower than the default on it are refused.
-        default: The weights to keep unless another combination is strictly better
-            (default `FusionWeights()`).
+        uncovered: The same, computed with each example's own tools unlabelled; when given,
+            label weights that score lower than the label-free fit on it are refused.
+        default: The base: the weights kept unless another combination is better by more
+            than its distance from them costs (default `FusionWeights()`, dense only).
         grid: Weights to try per signal (default: each registered signal's `Signal.grid`);
             a signal missing from ``per_query`` is held at 0.
+        margins: Each example's label margin (`SignalContext.label_margin`) in the covered
+            view; with ``uncovered_margins``, the label gate thresholds in ``gates`` are tried.
+        uncovered_margins: The same in the uncovered view.
+        coverage: The share of future queries the labels are expected to cover
+            (`ExampleMemory.coverage`): the label signals are chosen for
+            ``coverage * covered + (1 - coverage) * uncovered``. Default 1 (covered alone).
+        gates: Label gate thresholds to try, None among them for no gate (default
+            `LABEL_GATE_GRID`).
+        shrinkage: How strongly the fit holds the label-free and the label weights to the
+            base (default `FREE_SHRINKAGE`, `LABEL_SHRINKAGE`).
 
     Returns:
-        The fit: chosen weights, their scores and the default's.
+        The fit: chosen weights, their scores and the base's.
 
     Raises:
         ValueError: if there are no examples, or the inputs differ in length.
@@ -425,45 +562,108 @@ def fit_weights(
         n for n in specs if n != ANCHOR and all(n in scores for view in views for scores in view)
     ]
     names = [ANCHOR, *available]
+    n = len(golds)
+    from_labels = np.asarray([specs[name].uses_labels for name in names])
+    base_vector = np.asarray([[1.0, *(default.weight(name) for name in available)]])
     combos = np.asarray(
-        [[1.0, *combo] for combo in itertools.product(*(grid.get(n, (0.0,)) for n in available))],
+        [[1.0, *combo] for combo in itertools.product(*(grid.get(a, (0.0,)) for a in available))],
         dtype=np.float64,
     ).reshape(-1, len(names))
-    default_vector = np.asarray([[1.0, *(default.weight(n) for n in available)]])
-    vectors = np.vstack([default_vector, combos])
-    covered = _objectives([candidate_matrix(s, names) for s in per_query], golds, vectors)
-    unlabelled: np.ndarray | None = None
-    if uncovered is None:
-        best = _best(vectors, covered, covered > covered[0] + 1e-12, fallback=0)
-    else:
-        unlabelled = _objectives([candidate_matrix(s, names) for s in uncovered], golds, vectors)
-        # First what needs no labels (it scores both views alike), then what the labels add,
-        # as long as held-out queries about unlabelled tools score no lower than without it.
-        from_labels = np.asarray([specs[n].uses_labels for n in names])
-        plain = ~(vectors[:, from_labels] > 0).any(axis=1)
-        base = _best(vectors, covered, plain & (covered > covered[0] + 1e-12), fallback=0)
-        same_base = (vectors[:, ~from_labels] == vectors[base, ~from_labels]).all(axis=1)
-        allowed = (
-            same_base & (covered > covered[base] + 1e-12) & (unlabelled >= unlabelled[base] - 1e-12)
+    vectors = np.vstack([base_vector, combos])
+    # The cost of a weight's distance from the base: a whole grid's span costs shrinkage / n.
+    span = np.asarray([1.0, *(max(max(grid.get(a, (0.0,))), 1e-9) for a in available)])
+    distance = (np.abs(vectors - base_vector) / span)[:, 1:]
+    matrices = [candidate_matrix(q, names) for q in per_query]
+    covered = _objectives(matrices, golds, vectors)
+    free_shrinkage, label_shrinkage = shrinkage or (FREE_SHRINKAGE, LABEL_SHRINKAGE)
+    penalty_free = free_shrinkage / n * distance[:, ~from_labels[1:]].sum(axis=1)
+    penalty_labels = label_shrinkage / n * distance[:, from_labels[1:]].sum(axis=1)
+    no_labels = ~(vectors[:, from_labels] > 0).any(axis=1)
+
+    # 1. What needs no labels: it scores both views alike, so what the labels teach about it
+    #    transfers to every tool. Away from the base only on evidence (the shrinkage).
+    free_score = covered - penalty_free
+    free = _best(free_score, no_labels & (free_score > free_score[0] + 1e-12), fallback=0)
+    # 2. What the labels add on top, gated per query, for the traffic the labels predict.
+    same_free = (vectors[:, ~from_labels] == vectors[free, ~from_labels]).all(axis=1)
+    with_labels = same_free & ~no_labels
+    share = 1.0 if uncovered is None or coverage is None else min(1.0, max(0.0, coverage))
+    unc_matrices = [candidate_matrix(q, names) for q in uncovered] if uncovered else None
+    tried_gates = (
+        list(LABEL_GATE_GRID if gates is None else gates) if margins is not None else [None]
+    )
+    best: tuple[float, int, float | None] | None = None
+    scores_at: dict[tuple[int, float | None], tuple[float, float | None]] = {}
+    free_unc = float(_objectives(unc_matrices, golds, vectors[[free]])[0]) if unc_matrices else None
+    rows = np.flatnonzero(with_labels)
+    free_mix = share * covered[free] + ((1.0 - share) * free_unc if free_unc is not None else 0.0)
+    for threshold in tried_gates:
+        if not len(rows):
+            break
+        cov = _objectives(
+            matrices, golds, vectors[rows], _gate_scales(margins, threshold, from_labels, n)
         )
-        best = _best(vectors, covered, allowed, fallback=base)
+        if unc_matrices is not None:
+            unc = _objectives(
+                unc_matrices,
+                golds,
+                vectors[rows],
+                _gate_scales(uncovered_margins, threshold, from_labels, n),
+            )
+            allowed = unc >= float(free_unc or 0.0) - UNCOVERED_TOLERANCE / n - 1e-12
+            mix = share * cov + (1.0 - share) * unc
+        else:
+            unc = None
+            allowed = np.ones(len(rows), dtype=bool)
+            mix = cov
+        mix = mix - penalty_labels[rows]
+        for j in np.flatnonzero(allowed & (mix > free_mix + 1e-12)):
+            if best is None or mix[j] > best[0] + 1e-12:
+                best = (float(mix[j]), int(rows[j]), threshold)
+                scores_at[(int(rows[j]), threshold)] = (
+                    float(cov[j]),
+                    None if unc is None else float(unc[j]),
+                )
+    if best is None:
+        chosen_row, gate = free, None
+        score, unc_score = float(covered[free]), free_unc
+    else:
+        _, chosen_row, gate = best
+        score, unc_score = scores_at[(chosen_row, gate)]
     chosen = (
         default
-        if best == 0
+        if chosen_row == 0
         else FusionWeights(
             {
                 ANCHOR: 1.0,
-                **{n: float(v) for n, v in zip(available, vectors[best, 1:], strict=True)},
+                **{a: float(v) for a, v in zip(available, vectors[chosen_row, 1:], strict=True)},
             },
             normalize=default.normalize,
+            label_gate=gate if (vectors[chosen_row, from_labels] > 0).any() else None,
         )
     )
+    default_unc = float(_objectives(unc_matrices, golds, vectors[[0]])[0]) if unc_matrices else None
     return FusionFit(
         weights=chosen,
-        score=float(covered[best]),
+        score=score,
         default_score=float(covered[0]),
-        num_examples=len(golds),
-        tried=len(combos),
-        uncovered_score=None if unlabelled is None else float(unlabelled[best]),
-        default_uncovered_score=None if unlabelled is None else float(unlabelled[0]),
+        num_examples=n,
+        tried=len(combos) * max(1, len(tried_gates)),
+        uncovered_score=unc_score,
+        default_uncovered_score=default_unc,
+        coverage=None if uncovered is None or coverage is None else share,
     )
+
+
+def _gate_scales(
+    margins: Sequence[float] | None,
+    threshold: float | None,
+    from_labels: np.ndarray,
+    n: int,
+) -> list[np.ndarray] | None:
+    """Per example, a factor per signal: the gate's opening on label signals, 1 elsewhere."""
+    if margins is None or threshold is None:
+        return None
+    return [
+        np.where(from_labels, gate_opening(float(margins[e]), threshold), 1.0) for e in range(n)
+    ]

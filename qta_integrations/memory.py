@@ -297,6 +297,31 @@ class ExampleMemory(Sequence[LabelledExample]):
                 counts[tool_id] = counts.get(tool_id, 0.0) + 1.0
         return {tool_id: c / len(kept) for tool_id, c in counts.items()}
 
+    def coverage(self) -> float:
+        """The share of future queries these labels may be expected to cover.
+
+        Leave-one-out: the fraction of examples one of whose tools another example also
+        needs (a Good-Turing estimate: the queries asking for tools no label names are
+        about as frequent as the labels whose tools no other label names). 0 with fewer
+        than two examples.
+
+        Example:
+            .. code-block:: python
+
+                memory = ExampleMemory()
+                memory.add([("rain?", ["weather"]), ("sun?", ["weather"]), ("AAPL?", ["stocks"])])
+                print(round(memory.coverage(), 2))  # 0.67
+        """
+        examples = list(self._examples.values())
+        if len(examples) < 2:
+            return 0.0
+        needing: dict[str, int] = {}
+        for example in examples:
+            for tool_id in set(example.tool_ids):
+                needing[tool_id] = needing.get(tool_id, 0) + 1
+        covered = sum(any(needing[t] > 1 for t in set(e.tool_ids)) for e in examples)
+        return covered / len(examples)
+
     def expansions(self, *, exclude: Iterable[str] = ()) -> dict[str, list[str]]:
         """For each labelled tool, the queries that need it (to extend its lexical text)."""
         skip = set(exclude)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from qta_integrations.embeddings import resolve_embeddings
-from qta_integrations.fusion import FusionFit, FusionWeights, fuse
+from qta_integrations.fusion import LABEL_GATE_GRID, FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, LabelledExample, parse_examples
 from qta_integrations.prompts import RewriteRequest
 from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
@@ -423,11 +424,12 @@ class QTAPipeline:
         from qta_integrations.fusion import fit_weights
 
         examples = list(self.memory)
+        start = self.settings.fit_start()
         if not examples:
-            self.settings = self.settings.replace(fusion=FusionWeights())
+            self.settings = self.settings.replace(fusion=start, base=start)
             self.last_fit = None
             self._fit_selection(None, [])
-            return FusionFit(FusionWeights(), 0.0, 0.0, 0, 0)
+            return FusionFit(start, 0.0, 0.0, 0, 0)
         rewrite = rewrite and self.has_rewriter
         queries = [e.query for e in examples]
         context = self._context(
@@ -453,16 +455,23 @@ class QTAPipeline:
         n = len(examples)
         covered = [{name: scored[name][i] for name in names} for i in range(n)]
         uncovered = [{name: scored[name][n + i] for name in names} for i in range(n)]
+        safe = self.settings.label_fit == "safe"
         fit = fit_weights(
             covered,
             [e.tool_ids for e in examples],
-            uncovered=uncovered if self.settings.label_fit == "safe" else None,
+            uncovered=uncovered if safe else None,
+            default=start,
             grid=grid,
+            margins=[both.label_margin(i) for i in range(n)],
+            uncovered_margins=[both.label_margin(n + i) for i in range(n)],
+            coverage=self.memory.coverage() if safe else None,
+            # For labelled traffic alone the labels may also count ungated.
+            gates=None if safe else (None, *LABEL_GATE_GRID),
         )
-        self.settings = self.settings.replace(fusion=fit.weights)
+        self.settings = self.settings.replace(fusion=fit.weights, base=start)
         self.last_fit = fit
         logger.info(
-            "Fitted fusion on %d examples (%s): %s (held-out score %.3f, dense only %.3f).",
+            "Fitted fusion on %d examples (%s): %s (held-out score %.3f, base %.3f).",
             fit.num_examples,
             self.settings.label_fit,
             fit.weights.to_dict(),
@@ -679,9 +688,11 @@ class QTAPipeline:
         names = weights.active()
         scored = self._signal_scores(context, names)
         results = []
+        gated = weights.label_gate is not None
         for i, query in enumerate(context.queries):
             per_signal = {n: scored[n][i] for n in names}
-            ranked = fuse(per_signal, weights)
+            margin = context.label_margin(i) if gated else math.inf
+            ranked = fuse(per_signal, weights, label_margin=margin)
             rewrite = context.rewrites[i] if context.rewrites else None
             results.append(self._result(query, rewrite, ranked, k, per_signal))
         return results

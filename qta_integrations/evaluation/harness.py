@@ -11,9 +11,11 @@ an exact cosine index: the frozen retriever's exact ranking, no approximate-sear
 * ``"dense"``: all-MiniLM-L6-v2 alone (the paper's zero-shot row);
 * ``"bm25"``: `BM25ToolIndex`, the lexical baseline;
 * ``"hybrid"``: dense + BM25 with fixed weights (`HYBRID_WEIGHTS`), no labels;
+* ``"base"``: the zero-label base (`FusionWeights.base`), what a retriever does before any
+  label: dense plus BM25 trusted as far as the query's words are found in the catalogue;
 * ``"qta"``: the fitted retriever: the example memory and the fusion weights learned from
   labelled examples (a trained adapter directory, or ``examples=``); without either, the
-  no-label default, which is dense;
+  zero-label base (the same as ``"base"``);
 * ``"qta-paper"``: the paper's configuration: the query and its rewrite by a local LLM (the
   default SmolLM2-135M-Instruct, or the adapter's DPO-aligned one), fused with
   ``0.5 * s(q, t) + 0.5 * s(rewrite, t)``; no memory, no lexical signal.
@@ -54,8 +56,8 @@ __all__ = [
     "format_reports",
 ]
 
-METHODS = ("dense", "bm25", "hybrid", "qta", "qta-paper")
-DEFAULT_METHODS = ("dense", "bm25", "hybrid", "qta")
+METHODS = ("dense", "bm25", "hybrid", "base", "qta", "qta-paper")
+DEFAULT_METHODS = ("dense", "bm25", "base", "qta")
 """What ``qta eval`` runs by default (qta-paper generates a rewrite per query: minutes)."""
 
 HYBRID_WEIGHTS = FusionWeights(lexical=0.3)
@@ -386,6 +388,8 @@ def build_pipeline(
             spec = str(spec)
     if method == "hybrid":
         kwargs.setdefault("fusion", HYBRID_WEIGHTS)
+    elif method == "dense":
+        kwargs.setdefault("fusion", FusionWeights())
     pipeline = QTAPipeline(catalog, index, spec, show_progress=show_progress, **kwargs)
     if method == "qta-paper":
         # The paper's fusion over the (possibly aligned) rewriter: no labels on the tool side.

@@ -34,6 +34,7 @@ from typing import Any
 
 from qta_integrations.evaluation.datasets import LabelledQuery, RetrievalDataset
 from qta_integrations.evaluation.harness import EvaluationReport, evaluate
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.pipeline import QTAPipeline
 
 __all__ = [
@@ -134,7 +135,7 @@ def tool_disjoint_draws(
 
 @dataclass(frozen=True)
 class ToolDisjointReport:
-    """A retriever against dense over the draws of the tool-disjoint protocol.
+    """A fitted retriever against the zero-label base and dense, over the tool-disjoint draws.
 
     Attributes:
         dataset: The dataset's name.
@@ -142,6 +143,7 @@ class ToolDisjointReport:
         fitted: One report per draw for the retriever fitted on the draw's labels.
         dense: One report per draw for the dense retriever on the same queries.
         fits: For each draw, what the fit chose (`FusionFit.to_dict`) and its seed.
+        base: One report per draw for the retriever without labels (the zero-label base).
     """
 
     dataset: str
@@ -149,19 +151,28 @@ class ToolDisjointReport:
     fitted: list[EvaluationReport]
     dense: list[EvaluationReport]
     fits: list[dict[str, Any]] = field(default_factory=list)
+    base: list[EvaluationReport] = field(default_factory=list)
 
-    def summary(self, metric: str = "S@5") -> dict[str, float]:
+    def summary(self, metric: str = "S@5", *, against: str = "base") -> dict[str, float]:
         """Statistics over the draws of ``metric``, in points.
 
-        Mean and standard deviation of the fitted retriever, of dense and of their
-        difference, and the lowest difference (the worst draw).
+        Mean and standard deviation of the fitted retriever, of the base, of dense and of
+        the difference between the fitted retriever and ``against`` (``"base"`` or
+        ``"dense"``), and the lowest difference (the worst draw).
         """
+        if against not in ("base", "dense"):
+            msg = f"against must be 'base' or 'dense', got {against!r}."
+            raise ValueError(msg)
         fitted = [r.metrics[metric] for r in self.fitted]
         dense = [r.metrics[metric] for r in self.dense]
-        diff = [a - b for a, b in zip(fitted, dense, strict=True)]
+        base = [r.metrics[metric] for r in self.base] or dense
+        reference = base if against == "base" else dense
+        diff = [a - b for a, b in zip(fitted, reference, strict=True)]
         return {
             "fitted_mean": _mean(fitted),
             "fitted_std": _std(fitted),
+            "base_mean": _mean(base),
+            "base_std": _std(base),
             "dense_mean": _mean(dense),
             "dense_std": _std(dense),
             "diff_mean": _mean(diff),
@@ -180,11 +191,15 @@ class ToolDisjointReport:
                     **fit,
                     "num_queries": a.num_queries,
                     "fitted": a.metrics,
+                    "base": c.metrics,
                     "dense": b.metrics,
                 }
-                for fit, a, b in zip(self.fits, self.fitted, self.dense, strict=True)
+                for fit, a, b, c in zip(
+                    self.fits, self.fitted, self.dense, self.base or self.dense, strict=True
+                )
             ],
             "summary": {m: self.summary(m) for m in metrics},
+            "summary_against_dense": {m: self.summary(m, against="dense") for m in metrics},
         }
 
 
@@ -196,7 +211,7 @@ def evaluate_tool_disjoint(
     ks: Sequence[int] = (5, 10),
     **settings: Any,
 ) -> ToolDisjointReport:
-    """Fit a fresh retriever on each draw's labels and score it, and dense, on its queries.
+    """Fit a fresh retriever on each draw's labels; score it, the base and dense on its queries.
 
     The catalogue is embedded once (an exact cosine index, the frozen retriever's exact
     ranking); each draw's retriever starts with no labels and learns from the draw's alone.
@@ -219,9 +234,17 @@ def evaluate_tool_disjoint(
         raise ValueError(msg)
     catalog = draws[0].evaluation.catalog
     index = ExactToolIndex.from_catalog(catalog, resolve_embeddings(embeddings))
-    dense = QTAPipeline(catalog, index, None, index_tools=False)
+    dense = QTAPipeline(catalog, index, None, index_tools=False, fusion=FusionWeights())
+    base = QTAPipeline(
+        catalog,
+        index,
+        None,
+        index_tools=False,
+        **{k: v for k, v in settings.items() if k != "label_fit"},
+    )
     fitted: list[EvaluationReport] = []
     dense_reports: list[EvaluationReport] = []
+    base_reports: list[EvaluationReport] = []
     fits: list[dict[str, Any]] = []
     for draw in draws:
         # Pipelines over one index: each syncs its own examples in, the last draw's out.
@@ -235,7 +258,12 @@ def evaluate_tool_disjoint(
         dense_reports.append(
             evaluate(dense, draw.evaluation, ks=ks, method="dense", show_progress=False)
         )
-    return ToolDisjointReport(draws[0].evaluation.name, method, fitted, dense_reports, fits)
+        base_reports.append(
+            evaluate(base, draw.evaluation, ks=ks, method="base", show_progress=False)
+        )
+    return ToolDisjointReport(
+        draws[0].evaluation.name, method, fitted, dense_reports, fits, base_reports
+    )
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,25 @@ class SignalContext:
     def unlabelled(self, position: int) -> frozenset[str]:
         """The tools query ``position`` must see as unlabelled."""
         return self.exclude_tools[position] if self.exclude_tools else frozenset()
+
+    def label_margin(self, position: int) -> float:
+        """How much closer query ``position`` is to a labelled example than to any tool.
+
+        The similarity of its nearest labelled example that it may see (not excluded, and
+        naming a tool it does not see as unlabelled) minus that of its nearest tool, both
+        from the one search of the store. ``-inf`` when it sees no example: the label gate
+        (`qta_integrations.fusion.gate_opening`) is then closed.
+        """
+        skip, unlabelled = self.excluded(position), self.unlabelled(position)
+        example = tool = -math.inf
+        for hit in self.entry_hits[position]:
+            if hit.kind == "tool":
+                tool = max(tool, hit.score)
+            elif hit.entry_id not in skip and any(t not in unlabelled for t in hit.tool_ids):
+                example = max(example, hit.score)
+        if example == -math.inf:
+            return -math.inf
+        return example - tool if tool > -math.inf else math.inf
 
 
 class Signal(ABC):

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from qta_integrations.stores.base import ScoredToolIndex
+from qta_integrations.stores.tokenize import LexicalTokenizer
 from qta_integrations.tools import Tool
+
+
+class Default:
+    """The type of `DEFAULT`: "not given", where None means something else."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT = Default()
 
 __all__ = ["BM25ToolIndex"]
 
@@ -39,17 +50,22 @@ def _import_bm25s() -> Any:
 class BM25ToolIndex(ScoredToolIndex):
     """BM25 over tool texts (``Tool.text``), with ``bm25s``.
 
-    Texts are lower-cased, split into words of two or more characters and English stopwords
-    are dropped (``bm25s.tokenize`` defaults); no stemming. Scores are raw BM25 scores (not
-    in [0, 1]); ties, including tools sharing no word with the query (score 0), keep
-    catalogue order, so rankings are deterministic.
+    Texts are read by a `LexicalTokenizer` (the default: identifiers split into their words,
+    the whole word kept beside its parts, English stopwords dropped, stemmed), or, with
+    ``tokenizer=None``, by ``bm25s.tokenize`` (lower-cased words of two or more characters,
+    ``stopwords`` dropped, no stemming). Scores are raw BM25 scores (not in [0, 1]); ties,
+    including tools sharing no word with the query (score 0), keep catalogue order, so
+    rankings are deterministic.
 
     Args:
         k1: BM25 term-frequency saturation.
         b: BM25 length normalisation.
         method: The ``bm25s`` BM25 variant (``"lucene"``, ``"robertson"``, ``"atire"``,
             ``"bm25l"``, ``"bm25+"``).
-        stopwords: Stopword list name or list passed to ``bm25s.tokenize`` (None for none).
+        stopwords: With ``tokenizer=None``: the stopword list name or list passed to
+            ``bm25s.tokenize`` (None for none).
+        tokenizer: Texts -> token lists (default `LexicalTokenizer()`); None for
+            ``bm25s.tokenize``.
 
     Example:
         .. code-block:: python
@@ -72,11 +88,15 @@ class BM25ToolIndex(ScoredToolIndex):
         b: float = 0.75,
         method: str = "lucene",
         stopwords: str | list[str] | None = "en",
+        tokenizer: Callable[[Sequence[str]], list[list[str]]] | Default | None = DEFAULT,
     ) -> None:
         self.k1 = k1
         self.b = b
         self.method = method
         self.stopwords = stopwords
+        self.tokenizer: Callable[[Sequence[str]], list[list[str]]] | None = (
+            LexicalTokenizer() if isinstance(tokenizer, Default) else tokenizer
+        )
         self._tools: dict[str, Tool] = {}
         self._ids: list[str] = []
         self._expansions: dict[str, tuple[str, ...]] = {}
@@ -85,6 +105,7 @@ class BM25ToolIndex(ScoredToolIndex):
         self._tokens: dict[str, list[str]] = {}
         self._expansion_tokens: dict[str, list[str]] = {}
         self._model: Any = None
+        self._presence: Any = None  # tools x vocabulary, 1 where the tool has the token
         self._lock = threading.Lock()
 
     @property
@@ -93,6 +114,8 @@ class BM25ToolIndex(ScoredToolIndex):
         return list(self._ids)
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[str]]:
+        if self.tokenizer is not None:
+            return self.tokenizer(list(texts))
         bm25s = _import_bm25s()
         tokens = bm25s.tokenize(
             list(texts), stopwords=self.stopwords, return_ids=False, show_progress=False
@@ -149,6 +172,7 @@ class BM25ToolIndex(ScoredToolIndex):
         corpus = [self._tokens[i] + extra[i] if i in extra else self._tokens[i] for i in self._ids]
         model.index(corpus, show_progress=False)
         self._model = model
+        self._presence = None
 
     @property
     def expansions(self) -> dict[str, tuple[str, ...]]:
@@ -160,7 +184,13 @@ class BM25ToolIndex(ScoredToolIndex):
 
         Ids that are not indexed tools are ignored. The original index is unchanged.
         """
-        copy = BM25ToolIndex(k1=self.k1, b=self.b, method=self.method, stopwords=self.stopwords)
+        copy = BM25ToolIndex(
+            k1=self.k1,
+            b=self.b,
+            method=self.method,
+            stopwords=self.stopwords,
+            tokenizer=self.tokenizer,
+        )
         copy._tools = dict(self._tools)
         copy._ids = list(self._ids)
         copy._tokens = self._tokens  # shared: writers replace the dict, never change it
@@ -193,3 +223,56 @@ class BM25ToolIndex(ScoredToolIndex):
                 for t in tokens
             ]
         return np.stack(rows) if rows else np.zeros((0, len(self._ids)), dtype=np.float32)
+
+    def match_coverage(self, queries: Sequence[str]) -> np.ndarray:
+        """For each query, the largest share of its idf mass that one tool's words hold.
+
+        A query's distinct tokens are weighed by their idf over the catalogue (Lucene's
+        ``ln(1 + (N - df + 0.5) / (df + 0.5))``; a token no tool has counts with ``df = 0``);
+        a tool covers the idf of the tokens it contains. 1 means some tool has every word of
+        the query, 0 that no tool has any (or the query has no indexable word). It tells how
+        far a lexical match can be trusted for this query, with no labels.
+
+        Raises:
+            RuntimeError: if no tool has been added yet.
+        """
+        if self._model is None:
+            msg = "The BM25 index is empty: call add_tools(...) before searching."
+            raise RuntimeError(msg)
+        tokens = self._tokenize(queries)
+        with self._lock:
+            presence, vocabulary = self._presence_matrix()
+        n = presence.shape[0]
+        out = np.zeros(len(tokens), dtype=np.float64)
+        for row, query in enumerate(tokens):
+            distinct = list(dict.fromkeys(query))
+            if not distinct:
+                continue
+            columns = [vocabulary.get(t, -1) for t in distinct]
+            df = np.asarray(
+                [presence.indptr[c + 1] - presence.indptr[c] if c >= 0 else 0 for c in columns],
+                dtype=np.float64,
+            )
+            idf = np.log1p((n - df + 0.5) / (df + 0.5))
+            known = [i for i, c in enumerate(columns) if c >= 0]
+            if known:
+                matched = presence[:, [columns[i] for i in known]] @ idf[known]
+                out[row] = float(matched.max()) / float(idf.sum())
+        return out
+
+    def _presence_matrix(self) -> tuple[Any, dict[str, int]]:
+        # Built on first use from the kept tokens (the tools' own texts, not the expansions).
+        if self._presence is None:
+            from scipy import sparse
+
+            vocabulary: dict[str, int] = {}
+            rows, cols = [], []
+            for row, tool_id in enumerate(self._ids):
+                for token in set(self._tokens[tool_id]):
+                    rows.append(row)
+                    cols.append(vocabulary.setdefault(token, len(vocabulary)))
+            data = np.ones(len(rows), dtype=np.float64)
+            shape = (len(self._ids), len(vocabulary))
+            self._presence = (sparse.csc_matrix((data, (rows, cols)), shape=shape), vocabulary)
+        presence: tuple[Any, dict[str, int]] = self._presence
+        return presence

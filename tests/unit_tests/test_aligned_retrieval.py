@@ -319,7 +319,7 @@ async def test_no_generation_at_zero_rewrite_weight() -> None:
     rewriter = CountingRewriter({QUERY: "current weather forecast for a city"})
     catalog = ToolCatalog.from_dicts(_tool_dicts())
     pipeline = QTAPipeline(catalog, ExactToolIndex(KeywordEmbeddings()), rewriter)
-    assert pipeline.fusion == FusionWeights() and not pipeline.fusion.uses_rewrite
+    assert pipeline.fusion == FusionWeights.base() and not pipeline.fusion.uses_rewrite
     pipeline.retrieve(QUERY)
     pipeline.retrieve_batch([QUERY, "send an email"])
     await pipeline.aretrieve(QUERY)

@@ -86,9 +86,8 @@ def test_eval_own_files(
     assert set(rows) == {"dense", "bm25", "qta", "qta-paper"}
     # S@1: the two-tool query can never be sufficient at k=1. Dense also misses the umbrella
     # query (it matches plan_route); the rewrite (qta-paper) fixes it. qta without labels is
-    # the dense ranking and never calls the rewriter.
+    # the zero-label base (dense and BM25) and never calls the rewriter.
     assert rows["dense"][3] == "33.33"
-    assert rows["qta"][3] == "33.33"
     assert rows["qta-paper"][3] == "66.67"
     saved = json.loads(out.read_text())
     assert saved["command"] == ["qta", *argv]
@@ -97,10 +96,9 @@ def test_eval_own_files(
     assert paper["per_query"][2]["rewrite"] == "current weather forecast for a city"
     assert paper["per_query"][2]["ranking"][0] == "weather"
     assert paper["info"]["settings"]["fusion"] == FusionWeights.paper().to_dict()
-    assert reports["qta"]["info"]["settings"]["fusion"] == FusionWeights().to_dict()
+    assert reports["qta"]["info"]["settings"]["fusion"] == FusionWeights.base().to_dict()
     assert reports["qta"]["info"]["examples"] == 0
     assert all(o["rewrite"] is None for o in reports["qta"]["per_query"])
-    assert reports["qta"]["per_query"][2]["ranking"] == reports["dense"]["per_query"][2]["ranking"]
     assert isinstance(fakes.rewriter, FakeRewriter)
     assert sorted(fakes.rewriter.calls) == sorted(o["query"] for o in paper["per_query"])
     assert reports["dense"]["per_query"][2]["ranking"][0] == "route"

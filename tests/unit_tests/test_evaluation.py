@@ -153,14 +153,20 @@ def test_evaluate_qta_pipeline_uses_batched_rewrites(
     assert rewriter.generate_calls == 1  # one batch for the whole dataset
 
 
-def test_qta_without_labels_is_dense_and_never_rewrites(dataset: RetrievalDataset) -> None:
+def test_qta_without_labels_is_the_zero_label_base_and_never_rewrites(
+    dataset: RetrievalDataset,
+) -> None:
     rewriter = CountingRewriter({UMBRELLA: "current weather forecast for a city"})
     pipeline = build_pipeline(
         "qta", dataset.catalog, embeddings=KeywordEmbeddings(), rewriter=rewriter
     )
-    assert pipeline.fusion == FusionWeights()
+    assert pipeline.fusion == FusionWeights.base()
     report = evaluate(pipeline, dataset, ks=(1, 2), method="qta", show_progress=False)
-    assert report.per_query[2].ranking == ("route", "email")  # the dense ranking
+    dense = build_pipeline("dense", dataset.catalog, embeddings=KeywordEmbeddings())
+    hybrid = QTAPipeline(dataset.catalog, dense.index, None, index_tools=False)
+    assert [o.ranking for o in report.per_query] == [
+        tuple(hybrid.retrieve(q.query, k=2).tool_ids) for q in dataset.queries
+    ]
     assert all(o.rewrite is None for o in report.per_query)
     assert rewriter.calls == []
     assert rewriter.generate_calls == 0

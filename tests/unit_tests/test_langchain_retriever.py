@@ -209,7 +209,7 @@ def test_the_default_fusion_never_calls_the_rewriter(
         tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2
     )
     try:
-        assert retriever.core.fusion == FusionWeights()
+        assert retriever.core.fusion == FusionWeights.base()
         docs = retriever.invoke("how much is AAPL")
         assert docs[0].metadata["rewritten_query"] is None
         retriever.batch(list(REWRITES))

@@ -129,16 +129,15 @@ def test_paper_fusion_matches_fuse_hits_with_floors_for_missing_tools(
     assert [t.score for t in result.tools] == pytest.approx([h.score for h in expected[:3]])
 
 
-def test_the_default_fusion_is_dense_only_and_never_calls_the_rewriter(
+def test_the_default_fusion_is_the_zero_label_base_and_never_calls_the_rewriter(
     catalog: ToolCatalog,
 ) -> None:
     rewriter = CountingRewriter(REWRITES)
     pipeline = QTAPipeline(catalog, SpyIndex(list(catalog)), rewriter, k=3)
-    assert pipeline.fusion == FusionWeights()
-    assert pipeline.fusion.dense_only
+    assert pipeline.fusion == FusionWeights.base() == FusionWeights(lexical=1.5)
+    assert not pipeline.fusion.dense_only and not pipeline.fusion.uses_labels
     result = pipeline.retrieve(QUERY)
-    exact = ExactToolIndex.from_catalog(catalog, KeywordEmbeddings())
-    assert result.tool_ids == [h.tool_id for h in exact.search(QUERY, 3)]
+    assert all(set(t.signals) == {"dense", "lexical"} for t in result.tools)
     assert result.rewrites == ()
     assert rewriter.generate_calls == 0
     assert rewriter.calls == []
@@ -163,7 +162,7 @@ def test_k_default_and_override(catalog: ToolCatalog) -> None:
 
 @pytest.mark.parametrize(
     ("k", "fetch_k", "expected"),
-    [(1, None, 100), (5, None, 100), (30, None, 120), (2, 3, 3), (5, 5, 5), (5, 100, 100)],
+    [(1, None, 500), (5, None, 500), (200, None, 800), (2, 3, 3), (5, 5, 5), (5, 100, 100)],
 )
 def test_fetch_depth_rules(k: int, fetch_k: int | None, expected: int) -> None:
     settings = RetrievalSettings(k=k, fetch_k=fetch_k)
@@ -195,7 +194,7 @@ def test_a_dense_only_pipeline_fetches_just_k_and_a_fused_one_fetches_deeper(
     assert fused.index.depths == [4, 4]  # type: ignore[attr-defined]
     unset = _pipeline(catalog, k=2)
     unset.retrieve(QUERY)
-    assert unset.index.depths == [100, 100]  # type: ignore[attr-defined]
+    assert unset.index.depths == [500, 500]  # type: ignore[attr-defined]
 
 
 def test_fallback_rewrite_means_no_second_search(catalog: ToolCatalog) -> None:

@@ -14,6 +14,7 @@ from llama_index.core.tools import FunctionTool
 
 from qta_integrations import QTAPipeline, QTARetriever, RetrievalSettings, ToolSelection
 from qta_integrations.agents import QTAToolSelector, create_qta_agent
+from qta_integrations.fusion import FusionWeights
 from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever, QTAToolRetriever
 from qta_integrations.selection import fit_cutoff, resolve_selection
 from qta_integrations.stores import ExactToolIndex
@@ -35,6 +36,8 @@ MODES = ["sync", "async"]
 
 
 def _pipeline(tool_dicts: list[dict[str, str]], **settings: Any) -> QTAPipeline:
+    # Dense only unless told: the cut-offs below are about standardised dense scores.
+    settings.setdefault("fusion", FusionWeights())
     catalog = ToolCatalog.from_dicts(tool_dicts)
     return QTAPipeline(
         catalog, ExactToolIndex(KeywordEmbeddings()), None, settings=RetrievalSettings(**settings)
@@ -269,6 +272,7 @@ def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTARetriever]:
         tools=tool_dicts,
         embeddings=KeywordEmbeddings(),
         rewriter=None,
+        settings=RetrievalSettings(fusion=FusionWeights()),
         k=3,
         selection=ToolSelection(always_include=["route"], margin=1.0),
     )
