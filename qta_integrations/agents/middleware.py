@@ -199,8 +199,8 @@ class QTAToolSelectorMiddleware(AgentMiddleware):
                                  middleware=[middleware])
             agent.invoke({"messages": [("user", "Weather forecast for Paris?")]})
             # the model is offered get_weather only
-            print(middleware.select([("user", "Weather forecast for Paris?")]))
-            # [{'name': 'get_weather', 'id': 'get_weather', 'score': 0.485071, 'always_included': False}]
+            for chosen in middleware.select([("user", "Weather forecast for Paris?")]):
+                print(chosen["name"], chosen["score"])  # get_weather 0.485071
     """
 
     def __init__(
