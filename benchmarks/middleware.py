@@ -29,8 +29,8 @@ query, then this one: the conversation-aware context search runs as well) are ti
 separately, the second also with ``context_turns=0`` (the last turn searched alone). The ratio
 of medians is the figure to compare.
 
-Command (from the repository root; about two minutes on 2 CPU cores, mostly embedding the
-catalogue)::
+Command (from the repository root; about three minutes on 2 CPU cores, mostly the timed
+passes)::
 
     QTA_MTRB_DIR=path/to/mtrb python benchmarks/middleware.py --threads 1 \
         --output benchmarks/results/middleware.json
