@@ -2,7 +2,7 @@
 
 LlamaIndex agents take ``QTARetriever.as_tool_retriever()`` as their ``tool_retriever=``.
 `QTAToolSelectorMiddleware` (for ``langchain.agents.create_agent``) is imported on first use: it
-needs LangChain 1.x, ``pip install "qta-integrations[agents]"``.
+needs LangChain 1.x, ``pip install -e ".[agents]"``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ made, and the selection of a turn is computed once, however many times the model
 that turn's tool loop. All tools stay registered with the agent, so a tool call to a tool that
 is not offered this turn still executes.
 
-Needs LangChain 1.x: ``pip install "qta-integrations[agents]"``.
+Needs LangChain 1.x: ``pip install -e ".[agents]"``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 except ImportError as err:  # pragma: no cover - exercised in a subprocess by the tests
     msg = (
-        "QTAToolSelectorMiddleware needs LangChain 1.x (langchain.agents.create_agent): "
-        'pip install "qta-integrations[agents]" (or pip install "langchain>=1.0,<2").'
+        "QTAToolSelectorMiddleware needs LangChain 1.x (langchain.agents.create_agent), the "
+        'agents extra of qta-integrations: pip install -e ".[agents]" (or pip install '
+        '"langchain>=1.0,<2").'
     )
     raise ImportError(msg) from err
 
@@ -160,13 +161,14 @@ class QTAToolSelectorMiddleware(AgentMiddleware):
 
     Raises:
         ValueError: for a ``max_tools`` or ``min_k`` below 1, a ``min_k`` without
-            ``margin``, or an ``always_include`` name that is not a tool of the retriever
-            (checked on the first model call when the retriever is built from the request).
+            ``margin``, a ``context_turns`` below 0, a ``context_weight`` outside [0, 1], or
+            an ``always_include`` name that is not a tool of the retriever (checked on the
+            first model call when the retriever is built from the request).
 
     Setup:
         .. code-block:: bash
 
-            pip install "qta-integrations[agents]"
+            pip install -e ".[agents]"
 
     Instantiate:
         .. code-block:: python
@@ -236,6 +238,21 @@ class QTAToolSelectorMiddleware(AgentMiddleware):
         if margin is not None:
             ToolSelection(margin=margin)  # validates it, naming the bad value
         check_positive_int("cache_size", cache_size)
+        if (
+            isinstance(context_turns, bool)
+            or not isinstance(context_turns, int)
+            or context_turns < 0
+        ):
+            msg = (
+                f"context_turns must be an int >= 0, got {context_turns!r}; 0 searches the "
+                "last turn only."
+            )
+            raise ValueError(msg)
+        if not 0.0 <= context_weight <= 1.0:
+            msg = (
+                f"context_weight must be in [0, 1], got {context_weight!r}; 0 ignores the context."
+            )
+            raise ValueError(msg)
         self.max_tools = max_tools
         self.always_include = _check_always_include(always_include)
         self.margin = margin

@@ -380,6 +380,10 @@ def test_bad_arguments_are_refused_with_their_fix() -> None:
         QTAToolSelectorMiddleware(retriever=retriever, margin=-1.0)
     with pytest.raises(TypeError, match="retriever must be a QTARetriever"):
         QTAToolSelectorMiddleware(retriever="not a retriever")
+    with pytest.raises(ValueError, match="context_turns must be an int >= 0, got -1"):
+        QTAToolSelectorMiddleware(context_turns=-1)
+    with pytest.raises(ValueError, match=r"context_weight must be in \[0, 1\], got 2"):
+        QTAToolSelectorMiddleware(context_weight=2)
     lazy = QTAToolSelectorMiddleware()
     with pytest.raises(RuntimeError, match="pass retriever= or tools="):
         lazy.select([("user", "hi")])
@@ -438,4 +442,4 @@ def test_exported_lazily_with_an_error_naming_the_extra() -> None:
         timeout=120,
         cwd=Path(__file__).resolve().parents[2],
     )
-    assert 'pip install "qta-integrations[agents]"' in out.stdout
+    assert 'the agents extra of qta-integrations: pip install -e ".[agents]"' in out.stdout
