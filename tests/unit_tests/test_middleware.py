@@ -443,3 +443,26 @@ def test_exported_lazily_with_an_error_naming_the_extra() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert 'the agents extra of qta-integrations: pip install -e ".[agents]"' in out.stdout
+
+
+def test_provider_tools_pass_and_the_handler_gets_the_override() -> None:
+    from langchain.agents.middleware import ModelRequest, ModelResponse
+
+    middleware = QTAToolSelectorMiddleware(retriever=keyword_retriever(), max_tools=1)
+    provider_tool = {"type": "web_search_preview"}
+    seen: list[list[Any]] = []
+
+    def handler(request: ModelRequest) -> ModelResponse:
+        seen.append(list(request.tools))
+        return ModelResponse(result=[AIMessage("ok")])
+
+    request = ModelRequest(
+        model=scripted(),
+        messages=[HumanMessage("Latest stock price of ACME?", id="m1")],
+        tools=[*TOOLS, provider_tool],
+    )
+    middleware.wrap_model_call(request, handler)
+    middleware.wrap_model_call(request, handler)
+    assert seen[0] == seen[1] == [get_stock_price, provider_tool]
+    assert len(request.tools) == 51  # the request itself is left as it was
+    assert len(middleware._turns._items) == 1
