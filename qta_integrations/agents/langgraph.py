@@ -281,20 +281,35 @@ class QTAToolSelector:
         result: RetrievalResult,
         context_hits: list[ToolHit] | None,
         selection: ToolSelection,
-    ) -> list[str]:
+    ) -> list[tuple[str, float | None]]:
         always = selection.always_include
         ranked = [t for t in result.tools if t.tool.id not in always]
         count = selection.count([t.score for t in ranked], self.k)
+        included: list[tuple[str, float | None]] = [(tool_id, None) for tool_id in always]
         if context_hits is None:
-            return [t.tool.id for t in ranked[:count]] + list(always)
+            return [(t.tool.id, t.score) for t in ranked[:count]] + included
         hits = [ToolHit(t.tool.id, t.score) for t in ranked]
         context = [h for h in context_hits if h.tool_id not in always]
         fused = fuse_hits(hits, [context], alpha=self.context_weight)
-        known = (h.tool_id for h in fused if h.tool_id in self.pipeline.catalog)
-        return [tool_id for _, tool_id in zip(range(count), known, strict=False)] + list(always)
+        known = (h for h in fused if h.tool_id in self.pipeline.catalog)
+        best = [(h.tool_id, h.score) for _, h in zip(range(count), known, strict=False)]
+        return best + included
 
     def select(self, messages: Sequence[Any]) -> list[str]:
         """Tool ids for the last user turn: the best (at most ``k``), then those always included."""
+        return [tool_id for tool_id, _ in self.select_scored(messages)]
+
+    async def aselect(self, messages: Sequence[Any]) -> list[str]:
+        """Async `select`: the pipeline and the context search are awaited concurrently."""
+        return [tool_id for tool_id, _ in await self.aselect_scored(messages)]
+
+    def select_scored(self, messages: Sequence[Any]) -> list[tuple[str, float | None]]:
+        """`select` with scores: ``(tool id, score)``, the score each tool was ranked by.
+
+        The score is the pipeline's fused score, or with a context search the fused score of
+        the two searches (`qta_integrations.ranking.fuse_hits`); None for a tool that is always
+        included.
+        """
         cq = conversation_query(messages, context_turns=self.context_turns)
         chosen, pool = self._pool_selection()
         result = self.pipeline.retrieve(
@@ -305,8 +320,8 @@ class QTAToolSelector:
         )
         return self._combine(result, context, chosen)
 
-    async def aselect(self, messages: Sequence[Any]) -> list[str]:
-        """Async `select`: the pipeline and the context search are awaited concurrently."""
+    async def aselect_scored(self, messages: Sequence[Any]) -> list[tuple[str, float | None]]:
+        """Async `select_scored`: the pipeline and the context search are awaited concurrently."""
         cq = conversation_query(messages, context_turns=self.context_turns)
         chosen, pool = self._pool_selection()
         retrieval = self.pipeline.aretrieve(
