@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 ONNX_OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
+RECIPE = "torchscript-opset17+int8-dynamic-per-channel/1"
+"""How the files are made; part of the cache key, so a changed recipe builds afresh."""
 _SIDECAR_SUFFIX = ".json"
 _CHUNK = 1 << 20
 
@@ -52,13 +54,13 @@ class CorruptEncoderError(RuntimeError):
 
 
 def source_fingerprint(model_dir: str | os.PathLike[str]) -> str:
-    """A short fingerprint of a checkpoint: its config, tokenizer and weight files' sizes.
+    """A short fingerprint of a checkpoint and of `RECIPE`: config, tokenizer, weight sizes.
 
     The weights are not hashed (90 MB on every start); their sizes and modification times
     stand in, so reinstalling or replacing the weights builds a fresh export.
     """
     directory = Path(model_dir)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(RECIPE.encode())
     for name in ("config.json", "tokenizer.json"):
         path = directory / name
         if path.is_file():
@@ -196,7 +198,7 @@ def build_onnx_model(
 
 
 def _write_sidecar(built: Path, target: Path) -> None:
-    record = {"size": built.stat().st_size, "sha256": _sha256(built), "opset": ONNX_OPSET}
+    record = {"size": built.stat().st_size, "sha256": _sha256(built), "recipe": RECIPE}
     sidecar = target.with_name(target.name + _SIDECAR_SUFFIX)
     tmp = sidecar.with_name(f".{sidecar.name}.tmp")
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")

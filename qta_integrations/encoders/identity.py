@@ -27,7 +27,8 @@ def encoder_identity(embeddings: Any) -> dict[str, str]:
     * anything else is named by its class and its ``model_name`` / ``model`` attribute, at
       an ``unknown`` precision.
 
-    Our LlamaIndex wrappers are looked through.
+    Our LlamaIndex wrappers and LangChain's ``CacheBackedEmbeddings`` are looked through; a
+    wrapper of your own can return its model's identity from an ``encoder_identity`` property.
 
     Example:
         .. code-block:: python
@@ -35,8 +36,8 @@ def encoder_identity(embeddings: Any) -> dict[str, str]:
             from langchain_core.embeddings import DeterministicFakeEmbedding
             from qta_integrations.encoders import encoder_identity
 
-            print(encoder_identity(DeterministicFakeEmbedding(size=8)))
-            # {'model': 'DeterministicFakeEmbedding', 'backend': 'langchain_core...', ...}
+            print(encoder_identity(DeterministicFakeEmbedding(size=8))["model"])
+            # DeterministicFakeEmbedding(size=8)
     """
     inner = getattr(embeddings, "_langchain_embedding", None)  # LlamaIndex's LangchainEmbedding
     if inner is not None:
@@ -44,6 +45,9 @@ def encoder_identity(embeddings: Any) -> dict[str, str]:
     wrapped = getattr(embeddings, "embed_model", None)  # our LlamaIndexEmbeddingsAdapter
     if wrapped is not None and type(embeddings).__name__ == "LlamaIndexEmbeddingsAdapter":
         embeddings = wrapped
+    underlying = getattr(embeddings, "underlying_embeddings", None)  # CacheBackedEmbeddings
+    if underlying is not None:
+        return encoder_identity(underlying)
     own = getattr(embeddings, "encoder_identity", None)
     if isinstance(own, dict):
         return {str(k): str(v) for k, v in own.items()}

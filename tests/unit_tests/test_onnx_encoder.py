@@ -351,6 +351,11 @@ def test_encoder_identity_of_common_models(tiny_fp32: OnnxEmbeddings) -> None:
     }
     assert encoder_identity(KeywordEmbeddings(size=8)) != encoder_identity(KeywordEmbeddings())
 
+    class CacheBacked:  # the shape of LangChain's CacheBackedEmbeddings
+        underlying_embeddings = tiny_fp32
+
+    assert encoder_identity(CacheBacked()) == onnx
+
 
 # -- one session, many callers ----------------------------------------------------------------
 
