@@ -7,6 +7,11 @@ timed query by query in alternation (dense, fitted, dense, ...), so a change in 
 load hits both alike, and the ratio of their medians is the figure to compare. The rewrite
 cache is cleared before every timed call of the paper mode, so the rewrite really runs.
 
+Each encoder in ``--encoders`` (default ``torch onnx-fp32 onnx-int8``: the sentence-transformers
+model, the ONNX Runtime fp32 default and its int8 variant) gets its own dense and fitted
+retrievers, all timed in the same alternation, so the ratios between encoders are measured side
+by side.
+
 Throughput: in each of ``--rounds`` rounds, for each mode, the first ``--batch`` queries are
 retrieved one by one with ``invoke`` and then in one ``batch`` call; the speedup is the median
 over the rounds of (one-by-one time / batch time). The embedding model alone is timed the same
@@ -15,7 +20,7 @@ way (``embed_query`` per query against one batched pass), since it bounds what b
 Command (from the repository root; ``make bench`` runs it with the defaults)::
 
     QTA_MTRB_DIR=path/to/mtrb python benchmarks/latency.py \
-        --subset toolbench --queries 90 --output benchmarks/results/latency.json
+        --subset toolbench --queries 90 --threads 1 --output benchmarks/results/latency.json
 
 Add ``--paper 10`` to also time 10 queries with the paper's configuration (a rewrite each).
 """
@@ -79,28 +84,35 @@ def _throughput(rounds: list[tuple[float, float]], size: int) -> dict[str, float
 
 
 def _time_throughput(
-    retrievers: dict[str, Any], queries: list[str], rounds: int
+    retrievers: dict[str, Any], models: dict[str, Any], queries: list[str], rounds: int
 ) -> dict[str, dict[str, float]]:
     from qta_integrations.embeddings import embed_queries
 
-    embeddings = retrievers["dense"].core.index.vectorstore.embeddings
     for name, retriever in retrievers.items():  # the batch must return what invoke returns
         batched = retriever.batch(queries)
         single = [retriever.invoke(q) for q in queries]
         assert [[d.id for d in b] for b in batched] == [[d.id for d in s] for s in single], name
-    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in [*retrievers, "model"]}
+    timed: dict[str, list[tuple[float, float]]] = {name: [] for name in [*retrievers, *models]}
     for r in range(rounds):
         order = list(timed) if r % 2 == 0 else list(reversed(timed))
         for name in order:
-            if name == "model":
-                one = _elapsed(lambda: [embeddings.embed_query(q) for q in queries])
-                batched = _elapsed(lambda: embed_queries(embeddings, queries))
+            if name in models:
+                embeddings = models[name]
+                one = _elapsed(lambda: [embeddings.embed_query(q) for q in queries])  # noqa: B023
+                batched = _elapsed(lambda: embed_queries(embeddings, queries))  # noqa: B023
             else:
                 retriever = retrievers[name]
                 one = _elapsed(lambda: [retriever.invoke(q) for q in queries])  # noqa: B023
                 batched = _elapsed(lambda: retriever.batch(queries))  # noqa: B023
             timed[name].append((one, batched))
     return {name: _throughput(t, len(queries)) for name, t in timed.items()}
+
+
+ENCODERS = {
+    "torch": {"backend": "torch"},
+    "onnx-fp32": {"backend": "onnx", "precision": "fp32"},
+    "onnx-int8": {"backend": "onnx", "precision": "int8"},
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default torch's: one per core). On a loaded machine 1 is steadier.",
+        help="torch and ONNX Runtime threads (default theirs: one per core). On a loaded machine "
+        "1 is steadier.",
+    )
+    parser.add_argument(
+        "--encoders",
+        nargs="+",
+        choices=sorted(ENCODERS),
+        default=["torch", "onnx-fp32", "onnx-int8"],
+        help="Encoders timed side by side (default all three).",
     )
     parser.add_argument("--paper", type=int, default=0, help="Queries timed in paper mode.")
     parser.add_argument("--k", type=int, default=5, help="Tools returned per query.")
@@ -142,12 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before: {load_before[0]:.2f}",
         file=sys.stderr,
     )
-    dense = QTARetriever(tools=data.catalog, rewriter=None, k=args.k)
-    # Each its own embedded Chroma store: the fitted one also holds the 10 examples.
-    fitted = QTARetriever(tools=data.catalog, rewriter=None, k=args.k)
-    fitted.add_examples(train)
+    from qta_integrations.embeddings import default_embeddings
+
+    retrievers: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    fitted: Any = None
+    for encoder in args.encoders:
+        embeddings = default_embeddings(**ENCODERS[encoder], num_threads=args.threads)
+        models[f"model [{encoder}]"] = embeddings
+        # Each its own embedded Chroma store: the fitted one also holds the 10 examples.
+        retrievers[f"dense [{encoder}]"] = QTARetriever(
+            tools=data.catalog, embeddings=embeddings, rewriter=None, k=args.k
+        )
+        fitted = QTARetriever(tools=data.catalog, embeddings=embeddings, rewriter=None, k=args.k)
+        fitted.add_examples(train)
+        retrievers[f"fitted [{encoder}]"] = fitted
     print(f"Fitted weights: {fitted.core.fusion}", file=sys.stderr)
-    retrievers = {"dense": dense, "fitted": fitted}
     for retriever in retrievers.values():
         _time_invoke(retriever, queries[-2:], clear_cache=False)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in retrievers}
@@ -156,8 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             times[name] += _time_invoke(retrievers[name], [query], clear_cache=False)
     single = {name: _percentiles(t) for name, t in times.items()}
-    ratio = single["fitted"]["median_ms"] / single["dense"]["median_ms"]
-    batch = _time_throughput(retrievers, queries[: args.batch], args.rounds)
+    ratios = {
+        f"fitted / dense [{e}]": single[f"fitted [{e}]"]["median_ms"]
+        / single[f"dense [{e}]"]["median_ms"]
+        for e in args.encoders
+    }
+    base = args.encoders[0]
+    for encoder in args.encoders[1:]:
+        for mode in ("dense", "fitted"):
+            ratios[f"{mode} {base} / {encoder}"] = (
+                single[f"{mode} [{base}]"]["median_ms"] / single[f"{mode} [{encoder}]"]["median_ms"]
+            )
+    batch = _time_throughput(retrievers, models, queries[: args.batch], args.rounds)
     if args.paper:
         paper = QTARetriever(
             tools=data.catalog,
@@ -174,15 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'mode':<26}{'median ms':>11}{'p90 ms':>10}{'mean ms':>10}")
     for name, row in single.items():
         print(f"{name:<26}{row['median_ms']:>11.1f}{row['p90_ms']:>10.1f}{row['mean_ms']:>10.1f}")
-    print(f"\nfitted / dense median: {ratio:.2f}x")
+    for name, value in ratios.items():
+        print(f"{name} (medians): {value:.2f}x")
     print(
         f"\nthroughput: {args.batch} queries one by one vs in one call (medians of "
         f"{args.rounds} rounds; 'model' = the embedding model alone)"
     )
-    print(f"{'mode':<10}{'one ms/q':>10}{'batch ms/q':>12}{'one q/s':>9}{'batch q/s':>11}{'x':>7}")
+    print(f"{'mode':<22}{'one ms/q':>10}{'batch ms/q':>12}{'one q/s':>9}{'batch q/s':>11}{'x':>7}")
     for name, row in batch.items():
         print(
-            f"{name:<10}{row['one_by_one_ms_per_query']:>10.1f}{row['batch_ms_per_query']:>12.1f}"
+            f"{name:<22}{row['one_by_one_ms_per_query']:>10.1f}{row['batch_ms_per_query']:>12.1f}"
             f"{row['one_by_one_queries_per_s']:>9.1f}{row['batch_queries_per_s']:>11.1f}"
             f"{row['speedup']:>6.2f}x"
         )
@@ -201,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                     "k": args.k,
                     "fusion": fitted.core.fusion.to_dict(),
                     "invoke": single,
-                    "fitted_over_dense_median": ratio,
+                    "encoders": {e: ENCODERS[e] for e in args.encoders},
+                    "median_ratios": ratios,
                     "batch": batch,
                     "load_average": {"before": load_before[0], "after": load_after[0]},
                     "cpus": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
+                    "onnx_threads": args.threads,
                 },
                 indent=2,
             )

@@ -258,6 +258,13 @@ class TimedEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self.inner.embed_query(text)
 
+    @property
+    def encoder_identity(self) -> dict[str, str]:
+        """The wrapped model's: an index written through this wrapper is that model's."""
+        from qta_integrations.encoders import encoder_identity
+
+        return encoder_identity(self.inner)
+
 
 class CountingEmbeddings(Embeddings):
     """Wraps an embedding model and counts the documents it embeds."""
@@ -272,6 +279,13 @@ class CountingEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self.inner.embed_query(text)
+
+    @property
+    def encoder_identity(self) -> dict[str, str]:
+        """The wrapped model's: an index written through this wrapper is that model's."""
+        from qta_integrations.encoders import encoder_identity
+
+        return encoder_identity(self.inner)
 
 
 def time_modes(

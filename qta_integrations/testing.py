@@ -44,6 +44,18 @@ class KeywordEmbeddings(Embeddings):
     def __init__(self, size: int = 256) -> None:
         self.size = size
 
+    @property
+    def encoder_identity(self) -> dict[str, str]:
+        """What an index records of this model: the same for every instance of a size.
+
+        Subclasses keep it: a counting wrapper in a test embeds exactly as this class does.
+        """
+        return {
+            "model": f"keyword-{self.size}",
+            "backend": "KeywordEmbeddings",
+            "precision": "fp32",
+        }
+
     def _embed(self, text: str) -> list[float]:
         vector = [0.0] * self.size
         for word in re.findall(r"[a-z0-9]+", text.lower()):

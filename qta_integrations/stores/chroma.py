@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -37,6 +38,8 @@ from qta_integrations.validation import check_storage_directory
 
 __all__ = ["CHROMA_DIR", "DEFAULT_COLLECTION_NAME", "ChromaToolIndex", "chroma_tool_index"]
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_COLLECTION_NAME = "qta_tools"
 CHROMA_DIR = "chroma"
 """Where a saved retriever keeps a copied Chroma collection, inside its directory."""
@@ -49,6 +52,10 @@ PAGE = 5000
 """Rows read per ``get`` with their metadata (far below SQLite's variable limit)."""
 ID_PAGE = 25000
 """Ids read per ``get`` without metadata (the fastest page size measured at 100,000 rows)."""
+ENCODER_KEY = "encoder"
+"""The record's key for the identity of the encoder that wrote the stored vectors."""
+REEMBED_PAGE = 4096
+"""Entries embedded per call when a store is re-embedded for another encoder."""
 
 
 class ChromaToolIndex(VectorStoreToolIndex):
@@ -123,6 +130,84 @@ class ChromaToolIndex(VectorStoreToolIndex):
         """
         if self._finalizer is not None:
             self._finalizer()
+
+    def check_encoder(self) -> int:
+        """Make the stored vectors those of this index's embedding model; return how many changed.
+
+        The record of an on-disk store keeps the identity of the encoder that wrote its
+        vectors (`qta_integrations.encoders.encoder_identity`: model, backend, precision).
+        Opened with another encoder, or written by a version that kept no identity, every
+        stored entry (tools and labelled examples) is embedded again from its stored text
+        and overwritten in place (a model of another width recreates the collection with the
+        same rows), under the write lock, and a warning counts them; the identity is
+        recorded once all are rewritten, so an interrupted re-embedding is done again on the
+        next open. Ids, texts and metadata are unchanged, so the next sync
+        skips every entry. A store without a directory (in memory, on a server) records
+        nothing here and returns 0.
+        """
+        if self.persist_directory is None:
+            return 0
+        from qta_integrations.encoders.identity import encoder_identity, identity_key
+
+        embeddings = self.vectorstore.embeddings
+        current = identity_key(encoder_identity(embeddings))
+        records = self.record_manager
+        if records.get_meta(ENCODER_KEY) == current:
+            return 0
+        with self.write_lock():
+            recorded = records.get_meta(ENCODER_KEY)
+            if recorded == current:
+                return 0
+            collection = self.chroma_collection()
+            if collection.count() == 0:
+                records.set_meta(ENCODER_KEY, current)
+                return 0
+            rows = list(chroma_rows(collection, include=["documents", "metadatas"]))
+            vectors: list[list[float]] = []
+            for start in range(0, len(rows), REEMBED_PAGE):
+                chunk = rows[start : start + REEMBED_PAGE]
+                vectors += embeddings.embed_documents([r["documents"] or "" for _, r in chunk])
+            self._rewrite_vectors(rows, vectors)
+            records.set_meta(ENCODER_KEY, current)
+        examples = sum(1 for i, _ in rows if i.startswith(EXAMPLE_PREFIX))
+        before = "no recorded encoder" if recorded is None else recorded
+        logger.warning(
+            "The index in %s was embedded by %s; re-embedded its %d tools and %d labelled "
+            "examples with %s.",
+            self.persist_directory,
+            before,
+            len(rows) - examples,
+            examples,
+            current,
+        )
+        return len(rows)
+
+    def _rewrite_vectors(
+        self, rows: list[tuple[str, dict[str, Any]]], vectors: list[list[float]]
+    ) -> None:
+        """Overwrite the vectors of ``rows``; a new width recreates the collection (same rows)."""
+        collection = self.chroma_collection()
+        first = collection.get(ids=[rows[0][0]], include=["embeddings"])["embeddings"]
+        batch = max(1, int(self.chroma_client.get_max_batch_size()))
+        if len(first) and len(first[0]) == len(vectors[0]):
+            for at in range(0, len(rows), batch):
+                collection.update(
+                    ids=[i for i, _ in rows[at : at + batch]], embeddings=vectors[at : at + batch]
+                )
+            return
+        # Chroma fixes a collection's width: recreate it empty (same name and metadata), then
+        # add every row back with its text, metadata and new vector.
+        self.vectorstore.reset_collection()
+        self._collection = None
+        collection = self.chroma_collection()
+        for at in range(0, len(rows), batch):
+            part = rows[at : at + batch]
+            collection.add(
+                ids=[i for i, _ in part],
+                embeddings=vectors[at : at + batch],
+                documents=[r["documents"] for _, r in part],
+                metadatas=[r["metadatas"] for _, r in part],
+            )
 
     def upsert(self, entries: Sequence[IndexEntry]) -> None:
         """Upsert entries, at most the client's ``get_max_batch_size()`` per Chroma call."""
@@ -227,6 +312,11 @@ class ChromaToolIndex(VectorStoreToolIndex):
                 "collection_name": self.collection_name,
             }
         copy_chroma_collection(self.chroma_collection(), directory / CHROMA_DIR)
+        from qta_integrations.encoders.identity import encoder_identity, identity_key
+
+        RecordManager(directory / CHROMA_DIR / RECORD_FILE).set_meta(
+            ENCODER_KEY, identity_key(encoder_identity(self.vectorstore.embeddings))
+        )
         return {
             "format": REFERENCE_FORMAT,
             "backend": "chroma",
@@ -463,4 +553,5 @@ def chroma_tool_index(
         index._private = True
     elif own_client and persist_directory is not None:
         index._finalizer = weakref.finalize(index, _close_client, client)
+    index.check_encoder()  # never search vectors of another encoder
     return index

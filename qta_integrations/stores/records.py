@@ -22,6 +22,9 @@ RECORD_FILE = "qta_records.sqlite3"
 class RecordManager:
     """What was written to an index: entry id -> content hash, per namespace.
 
+    Beside the hashes it keeps a few values about the index as a whole (`get_meta` /
+    `set_meta`): the embedded Chroma records there which encoder wrote its vectors.
+
     In memory by default; with ``path``, a small SQLite file (one table, safe to open from
     several processes: SQLite locks it, and `sync_index` runs under the index's write lock).
 
@@ -44,6 +47,7 @@ class RecordManager:
         self.path = Path(path) if path is not None else None
         self.scope = scope
         self._memory: dict[str, dict[str, str]] = {}
+        self._meta: dict[str, str] = {}
         self._lock = threading.Lock()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +57,10 @@ class RecordManager:
                         "CREATE TABLE IF NOT EXISTS records (namespace TEXT NOT NULL, id TEXT "
                         "NOT NULL, hash TEXT NOT NULL, updated_at REAL NOT NULL, "
                         "PRIMARY KEY (namespace, id))"
+                    )
+                    db.execute(
+                        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT "
+                        "NULL)"
                     )
             except sqlite3.DatabaseError as err:
                 msg = (
@@ -125,3 +133,23 @@ class RecordManager:
         current = self.get(namespace)
         self.delete(namespace, [i for i in current if i not in records])
         self.update(namespace, {i: h for i, h in records.items() if current.get(i) != h})
+
+    def get_meta(self, key: str) -> str | None:
+        """A value recorded about the index as a whole (e.g. ``"encoder"``), or None."""
+        key = self._key(key)
+        if self.path is None:
+            with self._lock:
+                return self._meta.get(key)
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record ``value`` about the index as a whole under ``key``."""
+        key = self._key(key)
+        if self.path is None:
+            with self._lock:
+                self._meta[key] = value
+            return
+        with self._lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

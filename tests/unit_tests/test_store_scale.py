@@ -156,10 +156,12 @@ def test_a_sync_without_a_record_reads_the_store(tmp_path: Path) -> None:
     (tmp_path / "qta_records.sqlite3").unlink()  # as a directory written by an older version
     embeddings = CountingEmbeddings()
     index = chroma_tool_index(embeddings, persist_directory=tmp_path)
+    # No record, so no recorded encoder: opening re-embeds the stored texts once, in place.
+    assert embeddings.documents_embedded == 20
     changed = [*tools[:19], Tool(id="t19", name="tool_19", description="changed")]
     result = sync_index(index, _entries(changed), namespace="tools")
     assert result == SyncResult(num_updated=1, num_skipped=19)
-    assert embeddings.documents_embedded == 1
+    assert embeddings.documents_embedded == 21  # the sync embedded the changed tool alone
 
 
 def test_a_crash_during_a_rewrite_never_leaves_a_trusted_stale_hash(
