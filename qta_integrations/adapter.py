@@ -60,17 +60,24 @@ interrupted one and removes the leftovers of a save interrupted before its commi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from qta_integrations._files import (
+    TMP_SUFFIX,
+    atomic_write_text,
+    file_sha256,
+    fsync_dir,
+    fsync_file,
+    fsync_tree,
+)
 
 if TYPE_CHECKING:
     from qta_integrations.prompts import RewritePrompt
@@ -113,8 +120,6 @@ BASE_KINDS = ("default", "bundled", "local")
 _PENDING = ".qta-pending"
 _REMOVE_LIST = ".qta-remove.json"
 _STAGING_INFIX = ".qta-staging-"
-_TMP_SUFFIX = ".qta-tmp"
-_HASH_CACHE_NAME = "sha256_cache.json"
 
 
 class AdapterError(ValueError):
@@ -520,84 +525,7 @@ def _short(hashes: Mapping[str, str]) -> str:
     return ", ".join(f"{name} sha256={digest}" for name, digest in sorted(hashes.items()))
 
 
-# -- hashing ----------------------------------------------------------------------------------
-
-_hash_lock = threading.Lock()
-_hash_memory: dict[str, tuple[int, int, str]] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, computed once per (path, size, mtime).
-
-    Kept in memory, and for files of 16 MiB or more (model weights) also in the package's cache
-    directory, so a base model is hashed once per machine, not once per load.
-    """
-    file = Path(path).resolve()
-    stat = file.stat()
-    key = str(file)
-    with _hash_lock:
-        known = _hash_memory.get(key)
-        if known is None:
-            known = _disk_cache().get(key)
-        if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-            _hash_memory[key] = known
-            return known[2]
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    entry = (stat.st_size, stat.st_mtime_ns, value)
-    with _hash_lock:
-        _hash_memory[key] = entry
-        if stat.st_size >= 1 << 24:  # only big files are worth a disk write
-            _store_disk_cache(key, entry)
-    return value
-
-
-def _hash_cache_file() -> Path:
-    from qta_integrations.models import cache_dir
-
-    return cache_dir() / _HASH_CACHE_NAME
-
-
-def _disk_cache() -> dict[str, tuple[int, int, str]]:
-    try:
-        raw = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
-        return {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return {}  # no cache yet, or an unreadable one: recompute
-
-
-def _store_disk_cache(key: str, entry: tuple[int, int, str]) -> None:
-    cache = _disk_cache()
-    cache[key] = entry
-    file = _hash_cache_file()
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(file, json.dumps({k: list(v) for k, v in cache.items()}))
-    except OSError as err:  # a read-only cache only costs recomputing
-        logger.debug("Could not write the hash cache %s: %s", file, err)
-
-
 # -- writing ----------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a synced temporary file, then ``os.replace``."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
 
 
 def check_output_dir(directory: str | Path) -> Path:
@@ -661,14 +589,14 @@ def write_adapter(directory: str | Path, build: Callable[[Path], AdapterManifest
         (staging / MANIFEST_NAME).write_text(
             json.dumps(manifest.to_dict(), indent=2, default=str), encoding="utf-8"
         )
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if not target.exists():
             os.rename(staging, target)  # the commit of a first save
-            _fsync_dir(parent)
+            fsync_dir(parent)
             return target
         pending = target / _PENDING
         os.rename(staging, pending)  # the commit: a complete new adapter is in place
-        _fsync_dir(target)
+        fsync_dir(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -690,7 +618,7 @@ def _clean_leftovers(target: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     if not target.is_dir():
         return
-    for tmp in target.rglob(f"*{_TMP_SUFFIX}"):
+    for tmp in target.rglob(f"*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             tmp.unlink()
     pending = target / _PENDING
@@ -714,16 +642,16 @@ def _install(pending: Path, target: Path) -> None:
         source = pending / name
         dest = target / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + _TMP_SUFFIX)
+        tmp = dest.with_name(dest.name + TMP_SUFFIX)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         try:
             os.link(source, tmp)
         except OSError:  # no hard links on this file system: copy
             shutil.copy2(source, tmp)
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, dest)
-    _fsync_dir(target)
+    fsync_dir(target)
     remove_list = pending / _REMOVE_LIST
     if remove_list.exists():
         for name in json.loads(remove_list.read_text(encoding="utf-8")):
@@ -732,7 +660,7 @@ def _install(pending: Path, target: Path) -> None:
             _remove_owned(target, name)
     # Drop the pending manifest first: without it, readers use the (complete) top level.
     (pending / MANIFEST_NAME).unlink()
-    _fsync_dir(pending)
+    fsync_dir(pending)
     shutil.rmtree(pending, ignore_errors=True)
 
 
@@ -746,33 +674,3 @@ def _remove_owned(target: Path, name: str) -> None:
         except OSError:
             break
         parent = parent.parent
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. directories cannot be opened on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file():
-            _fsync_file(path)
-        else:
-            _fsync_dir(path)
-    _fsync_dir(root)

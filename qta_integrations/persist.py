@@ -48,7 +48,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from qta_integrations.adapter import atomic_write_text, is_adapter_dir
+from qta_integrations._files import TMP_SUFFIX, atomic_write_text
+from qta_integrations._version import __version__
+from qta_integrations.adapter import is_adapter_dir
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.tools import ToolCatalog, ToolsLike
@@ -103,7 +105,6 @@ def save(retriever: Any, directory: str | os.PathLike[str]) -> Path:
         TypeError: if ``retriever`` holds no `QTAPipeline`, or its index cannot be saved.
         ValueError: if ``directory`` is empty or names a file.
     """
-    from qta_integrations import __version__
     from qta_integrations.validation import check_storage_directory
 
     pipeline = _pipeline_of(retriever)
@@ -122,7 +123,7 @@ def save(retriever: Any, directory: str | os.PathLike[str]) -> Path:
     tools_file = f"{_TOOLS_PREFIX}{digest[:16]}.json"
 
     target.mkdir(parents=True, exist_ok=True)
-    for stale in target.glob(".*.qta-tmp"):  # temporary files of an interrupted save
+    for stale in target.glob(f".*{TMP_SUFFIX}"):  # temporary files of an interrupted save
         with contextlib.suppress(OSError):
             stale.unlink()
     index_reference = pipeline.index.persist_reference(target)

@@ -11,9 +11,9 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
@@ -90,6 +90,30 @@ class RetrievalResult:
     def tool_ids(self) -> list[str]:
         """Ids of the retrieved tools, best first."""
         return [t.tool.id for t in self.tools]
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One call to the store or the rewriter that a retrieval waits on.
+
+    Retrieval is written once, as generators that yield these (`QTAPipeline._retrieval_steps`);
+    ``_run`` answers them with the blocking batched calls, ``_arun`` with the async ones.
+
+    Attributes:
+        op: ``"dense"`` (tools nearest to each query, examples skipped), ``"entries"`` (tools
+            and examples), ``"tools"`` (tools only) or ``"rewrite"``.
+        items: The queries (or the rewrite requests).
+        k: How many hits per query.
+        rewriter: For ``"rewrite"``: the rewriter to call.
+    """
+
+    op: str
+    items: list[Any]
+    k: int = 0
+    rewriter: QueryRewriter | None = None
 
 
 class QTAPipeline:
@@ -618,9 +642,23 @@ class QTAPipeline:
         weights: FusionWeights,
         exclude: Sequence[frozenset[str]] = (),
     ) -> SignalContext:
+        return self._run(
+            self._context_steps(queries, histories, depth=depth, weights=weights, exclude=exclude)
+        )
+
+    def _context_steps(
+        self,
+        queries: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        *,
+        depth: int,
+        weights: FusionWeights,
+        exclude: Sequence[frozenset[str]] = (),
+    ) -> Generator[_Step, Any, SignalContext]:
+        """Search, rewrite and search the rewrites: the signals' input, one `_Step` at a time."""
         entry_hits = [
             self._known_entries(h)
-            for h in self.index.search_entries_many(list(queries), self._entry_depth(depth))
+            for h in (yield _Step("entries", list(queries), self._entry_depth(depth)))
         ]
         rewrites: list[str | None] = [None] * len(queries)
         rewrite_hits: list[list[ToolHit] | None] = [None] * len(queries)
@@ -630,11 +668,11 @@ class QTAPipeline:
                 self.rewrite_request(q, tool_hits(h), hist)
                 for q, h, hist in zip(queries, entry_hits, histories, strict=True)
             ]
-            generated = rewriter.rewrite_batch(requests)
+            generated = yield _Step("rewrite", requests, rewriter=rewriter)
             to_search = [
                 i for i, (q, r) in enumerate(zip(queries, generated, strict=True)) if r != q
             ]
-            searched = self.index.search_many([generated[i] for i in to_search], depth)
+            searched = yield _Step("tools", [generated[i] for i in to_search], depth)
             for i, hits in zip(to_search, searched, strict=True):
                 rewrites[i], rewrite_hits[i] = generated[i], hits
         return SignalContext(
@@ -646,6 +684,40 @@ class QTAPipeline:
             depth=depth,
             normalize=weights.normalize,
         )
+
+    def _run(self, steps: Generator[_Step, Any, _T]) -> _T:
+        """Drive ``steps`` with the blocking store and rewriter calls (batched)."""
+        try:
+            step = next(steps)
+            while True:
+                if step.op == "dense":
+                    answer: Any = self._dense_hits(step.items, step.k)
+                elif step.op == "entries":
+                    answer = self.index.search_entries_many(step.items, step.k)
+                elif step.op == "tools":
+                    answer = self.index.search_many(step.items, step.k)
+                else:
+                    assert step.rewriter is not None
+                    answer = step.rewriter.rewrite_batch(step.items)
+                step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
+
+    async def _arun(self, steps: Generator[_Step, Any, _T]) -> _T:
+        """Drive ``steps`` with the async store and rewriter calls, awaited one by one."""
+        try:
+            step = next(steps)
+            while True:
+                if step.op in ("dense", "tools"):
+                    answer: Any = [await self.index.asearch(q, step.k) for q in step.items]
+                elif step.op == "entries":
+                    answer = [await self.index.asearch_entries(q, step.k) for q in step.items]
+                else:
+                    assert step.rewriter is not None
+                    answer = [await step.rewriter.arewrite(r) for r in step.items]
+                step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
 
     def _signal_scores(
         self, context: SignalContext, names: Sequence[str]
@@ -723,23 +795,7 @@ class QTAPipeline:
                 "use retrieve(query) for one query, or wrap it: [query]."
             )
             raise TypeError(msg)
-        k = self._k(k)
-        chosen = self.selection_for(selection)
-        queries = [validate_query(q) for q in queries]
-        histories = self._histories(queries, histories)
-        weights = self.settings.fusion
-        fetch = k + len(chosen.always_include)  # always-included tools do not count against k
-        if weights.dense_only and not chosen.cuts:
-            results = [
-                self._result(q, None, [(h.tool_id, h.score) for h in hs], fetch)
-                for q, hs in zip(queries, self._dense_hits(queries, fetch), strict=True)
-            ]
-        else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
-            context = self._context(
-                queries, histories, depth=self.settings.fetch_depth(fetch), weights=weights
-            )
-            results = self._fused_results(context, fetch)
-        return [self._select(r, chosen, k) for r in results]
+        return self._run(self._retrieval_steps(queries, k, histories, selection))
 
     async def aretrieve(
         self,
@@ -749,38 +805,40 @@ class QTAPipeline:
         history: Sequence[str] | None = (),
         selection: ToolSelection | None = None,
     ) -> RetrievalResult:
-        """Async `retrieve`: the store and the rewriter are awaited, never run on the loop."""
+        """Async `retrieve`: the store and the rewriter are awaited, never run on the loop.
+
+        The same steps as `retrieve_batch`, driven with the store's and rewriter's async calls.
+        """
+        histories = [validate_history(history)]
+        steps = self._retrieval_steps([query], k, histories, selection)
+        return (await self._arun(steps))[0]
+
+    def _retrieval_steps(
+        self,
+        queries: Sequence[str],
+        k: int | None,
+        histories: Sequence[Sequence[str]] | None,
+        selection: ToolSelection | None,
+    ) -> Generator[_Step, Any, list[RetrievalResult]]:
+        """A retrieval as steps (`_Step`): `_run` drives it blocking, `_arun` awaiting."""
         k = self._k(k)
         chosen = self.selection_for(selection)
-        query = validate_query(query)
-        history = validate_history(history)
+        queries = [validate_query(q) for q in queries]
+        histories = self._histories(queries, histories)
         weights = self.settings.fusion
-        fetch = k + len(chosen.always_include)
+        fetch = k + len(chosen.always_include)  # always-included tools do not count against k
         if weights.dense_only and not chosen.cuts:
-            hits = await self.index.asearch(query, fetch)
-            result = self._result(query, None, [(h.tool_id, h.score) for h in hits], fetch)
-            return self._select(result, chosen, k)
-        depth = self.settings.fetch_depth(fetch)
-        entry_hits = self._known_entries(
-            await self.index.asearch_entries(query, self._entry_depth(depth))
-        )
-        rewrite: str | None = None
-        rewrite_hits: list[ToolHit] | None = None
-        rewriter = self.rewriter if weights.uses_rewrite else None
-        if rewriter is not None:
-            request = self.rewrite_request(query, tool_hits(entry_hits), history)
-            generated = await rewriter.arewrite(request)
-            if generated != query:
-                rewrite, rewrite_hits = generated, await self.index.asearch(generated, depth)
-        context = SignalContext(
-            queries=[query],
-            entry_hits=[entry_hits],
-            rewrite_hits=[rewrite_hits],
-            rewrites=[rewrite],
-            depth=depth,
-            normalize=weights.normalize,
-        )
-        return self._select(self._fused_results(context, fetch)[0], chosen, k)
+            found = yield _Step("dense", queries, fetch)
+            results = [
+                self._result(q, None, [(h.tool_id, h.score) for h in hs], fetch)
+                for q, hs in zip(queries, found, strict=True)
+            ]
+        else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
+            context = yield from self._context_steps(
+                queries, histories, depth=self.settings.fetch_depth(fetch), weights=weights
+            )
+            results = self._fused_results(context, fetch)
+        return [self._select(r, chosen, k) for r in results]
 
     async def aretrieve_batch(
         self,

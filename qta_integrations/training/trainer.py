@@ -696,6 +696,6 @@ def _seed_everything(seed: int) -> None:
 
 
 def _package_version() -> str:
-    from qta_integrations import __version__
+    from qta_integrations._version import __version__
 
     return __version__

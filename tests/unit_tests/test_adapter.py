@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qta_integrations import _files
 from qta_integrations import adapter as adapter_module
 from qta_integrations.adapter import (
     MANIFEST_NAME,
@@ -289,7 +290,7 @@ def test_file_hashes_are_cached_by_size_and_mtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QTA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(adapter_module, "_hash_memory", {})
+    monkeypatch.setattr(_files, "_hash_memory", {})
     file = tmp_path / "weights.safetensors"
     file.write_bytes(b"a" * 100)
     first = file_sha256(file)
