@@ -634,17 +634,10 @@ class QTAPipeline:
         return hits
 
     def _context(
-        self,
-        queries: Sequence[str],
-        histories: Sequence[Sequence[str]],
-        *,
-        depth: int,
-        weights: FusionWeights,
-        exclude: Sequence[frozenset[str]] = (),
+        self, queries: Sequence[str], histories: Sequence[Sequence[str]], **options: Any
     ) -> SignalContext:
-        return self._run(
-            self._context_steps(queries, histories, depth=depth, weights=weights, exclude=exclude)
-        )
+        """`_context_steps` run blocking (``depth``, ``weights``, ``exclude`` as there)."""
+        return self._run(self._context_steps(queries, histories, **options))
 
     def _context_steps(
         self,
