@@ -45,7 +45,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def _time_invoke(retriever: Any, queries: list[str], *, clear_cache: bool) -> list[float]:
-    rewriter = retriever.core.rewriter if clear_cache else None
+    rewriter = retriever.pipeline.rewriter if clear_cache else None
     times = []
     for query in queries:
         if rewriter is not None:
@@ -83,7 +83,7 @@ def _time_throughput(
 ) -> dict[str, dict[str, float]]:
     from qta_integrations.embeddings import embed_queries
 
-    embeddings = retrievers["dense"].core.index.vectorstore.embeddings
+    embeddings = retrievers["dense"].pipeline.index.vectorstore.embeddings
     for name, retriever in retrievers.items():  # the batch must return what invoke returns
         batched = retriever.batch(queries)
         single = [retriever.invoke(q) for q in queries]
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     # Each its own embedded Chroma store: the fitted one also holds the 10 examples.
     fitted = QTARetriever(tools=data.catalog, rewriter=None, k=args.k)
     fitted.add_examples(train)
-    print(f"Fitted weights: {fitted.core.fusion}", file=sys.stderr)
+    print(f"Fitted weights: {fitted.pipeline.fusion}", file=sys.stderr)
     retrievers = {"dense": dense, "fitted": fitted}
     for retriever in retrievers.values():
         _time_invoke(retriever, queries[-2:], clear_cache=False)  # warm-up
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                     "command": ["python", "benchmarks/latency.py", *(argv or sys.argv[1:])],
                     "catalogue": repr(data),
                     "k": args.k,
-                    "fusion": fitted.core.fusion.to_dict(),
+                    "fusion": fitted.pipeline.fusion.to_dict(),
                     "invoke": single,
                     "fitted_over_dense_median": ratio,
                     "batch": batch,

@@ -107,7 +107,13 @@ def save(retriever: Any, directory: str | os.PathLike[str]) -> Path:
     """
     from qta_integrations.validation import check_storage_directory
 
-    pipeline = _pipeline_of(retriever)
+    pipeline = getattr(retriever, "pipeline", None)  # a face's, or a pipeline itself
+    if not isinstance(pipeline, QTAPipeline):
+        msg = (
+            f"Cannot save a {type(retriever).__name__}: pass a QTAPipeline, QTARetriever, "
+            "QTALlamaIndexRetriever or QTAToolRetriever."
+        )
+        raise TypeError(msg)
     target = check_storage_directory("directory", directory)
     # Everything that can fail without touching the disk comes first.
     state = pipeline.state_dict()
@@ -145,27 +151,6 @@ def save(retriever: Any, directory: str | os.PathLike[str]) -> Path:
                 stale.unlink()  # earlier catalogues, written by this module
     logger.info("Saved the QTA retriever to %s.", target)
     return target
-
-
-def _pipeline_of(retriever: Any) -> QTAPipeline:
-    """The `QTAPipeline` of any of the package's retrievers."""
-    current = retriever
-    for _ in range(3):
-        if isinstance(current, QTAPipeline):
-            return current
-        current = next(
-            (
-                getattr(current, name)
-                for name in ("core", "pipeline", "qta_retriever")
-                if getattr(current, name, None) is not None
-            ),
-            None,
-        )
-    msg = (
-        f"Cannot save a {type(retriever).__name__}: pass a QTAPipeline, QTARetriever, "
-        "QTALlamaIndexRetriever or QTAToolRetriever."
-    )
-    raise TypeError(msg)
 
 
 def _is_catalog_name(name: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import SIGNAL_NAMES, FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, MemoryExample
 from qta_integrations.prompts import RewriteRequest
+from qta_integrations.ranking import fuse_hits
 from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
 from qta_integrations.selection import CutoffFit, ToolSelection, fit_cutoff, resolve_selection
 from qta_integrations.settings import RetrievalSettings
@@ -281,6 +283,11 @@ class QTAPipeline:
     def has_rewriter(self) -> bool:
         """Whether a rewriter is configured (without loading it)."""
         return self._rewriter is not None or self._rewriter_factory is not None
+
+    @property
+    def pipeline(self) -> QTAPipeline:
+        """The pipeline itself: every face and the pipeline reach the core as ``.pipeline``."""
+        return self
 
     @property
     def k(self) -> int:
@@ -846,6 +853,90 @@ class QTAPipeline:
             self.retrieve_batch, queries, k=k, histories=histories, selection=selection
         )
 
+    def retrieve_turn(
+        self,
+        query: str,
+        *,
+        history: Sequence[str] | None = (),
+        context_query: str | None = None,
+        context_weight: float = 0.5,
+        k: int | None = None,
+        selection: ToolSelection | None = None,
+    ) -> RetrievalResult:
+        """The tools for one turn of a conversation: the selection an agent binds.
+
+        ``query`` (the last user turn; the rewriter sees ``history``) is retrieved a pool deep
+        (``max(4 k, 20)`` tools, at most the catalogue). With a ``context_query`` (the recent
+        turns joined, `qta_integrations.agents.conversation_query`), the index is searched
+        with it too and the two rankings are fused (`qta_integrations.ranking.fuse_hits`,
+        weight ``context_weight`` on the context search), so a follow-up such as "and
+        tomorrow?" keeps the earlier topic's tools. ``selection`` then decides, on the query's
+        own scores, how many to keep (at most ``k``); its always-included tools come last.
+
+        Args:
+            query: The last user turn.
+            history: Earlier user turns, oldest first.
+            context_query: The recent turns joined, or None (the first turn).
+            context_weight: Weight of the context search in the fused ranking, in [0, 1].
+            k: The most tools kept, not counting those always included; default
+                ``settings.k``.
+            selection: Tools always included and a score cut-off; default
+                ``settings.selection``.
+
+        Example:
+            .. code-block:: python
+
+                result = pipeline.retrieve_turn(
+                    "and in Berlin?", history=["weather in Paris?"],
+                    context_query="weather in Paris? and in Berlin?",
+                )
+                print(result.tool_ids)  # ['weather', ...]
+        """
+        steps = self._turn_steps(query, history, context_query, context_weight, k, selection)
+        return self._run(steps)
+
+    async def aretrieve_turn(self, query: str, **options: Any) -> RetrievalResult:
+        """Async `retrieve_turn` (the same keyword arguments): the same steps, awaited."""
+        return await self._arun(self._turn_steps(query, **options))
+
+    def _turn_steps(
+        self,
+        query: str,
+        history: Sequence[str] | None = (),
+        context_query: str | None = None,
+        context_weight: float = 0.5,
+        k: int | None = None,
+        selection: ToolSelection | None = None,
+    ) -> Generator[_Step, Any, RetrievalResult]:
+        if not 0.0 <= context_weight <= 1.0:
+            msg = f"context_weight must be in [0, 1], got {context_weight}. Use 0 to ignore it."
+            raise ValueError(msg)
+        k = self._k(k)
+        chosen = self.selection_for(selection)
+        pool = min(len(self.catalog), max(4 * k, 20))
+        # An infinite margin keeps the whole pool but scores it on the scale the cut-off uses.
+        uncut = ToolSelection(margin=math.inf) if chosen.cuts else ToolSelection()
+        histories = [validate_history(history)]
+        [result] = yield from self._retrieval_steps([query], pool, histories, uncut)
+        always = chosen.always_include
+        order = [t for t in result.tools if t.tool.id not in always]
+        if context_query is not None:
+            [context] = yield _Step("tools", [context_query], pool)
+            fused = fuse_hits(
+                [ToolHit(t.tool.id, t.score) for t in order],
+                [[h for h in context if h.tool_id not in always]],
+                alpha=context_weight,
+            )
+            reached = {t.tool.id: t for t in order}
+            order = [
+                replace(reached[h.tool_id], score=h.score)
+                if h.tool_id in reached
+                else RetrievedTool(self.catalog[h.tool_id], h.score, 0)
+                for h in fused
+                if h.tool_id in self.catalog
+            ]
+        return self._select(result, chosen, k, order)
+
     def selection_for(self, selection: ToolSelection | None) -> ToolSelection:
         """The selection a retrieval given ``selection`` uses (None: ``settings.selection``).
 
@@ -858,13 +949,26 @@ class QTAPipeline:
             chosen.check_tools(self.catalog, known=self.catalog.ids[:5])
         return chosen
 
-    def _select(self, result: RetrievalResult, selection: ToolSelection, k: int) -> RetrievalResult:
-        """Apply ``selection`` to a result ranked ``k + len(always_include)`` deep."""
-        if selection.is_default:
+    def _select(
+        self,
+        result: RetrievalResult,
+        selection: ToolSelection,
+        k: int,
+        order: Sequence[RetrievedTool] | None = None,
+    ) -> RetrievalResult:
+        """Apply ``selection`` to a result ranked ``k + len(always_include)`` deep.
+
+        How many tools are kept is decided on the result's own scores; ``order`` (the result's
+        tools re-ranked, as `retrieve_turn` fuses them with a context search) is what they are
+        then taken from.
+        """
+        if selection.is_default and order is None:
             return result
         always = selection.always_include
         ranked = [t for t in result.tools if t.tool.id not in always]
-        kept = ranked[: selection.count([t.score for t in ranked], k)]
+        kept = list(ranked if order is None else order)[
+            : selection.count([t.score for t in ranked], k)
+        ]
         tools = [replace(t, rank=rank) for rank, t in enumerate(kept, start=1)]
         reached = {t.tool.id: t for t in result.tools}
         floor = min((t.score for t in result.tools), default=0.0)

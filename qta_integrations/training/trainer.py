@@ -45,7 +45,7 @@ from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
-from qta_integrations.retrievers import as_pipeline
+from qta_integrations.retrievers.base import pipeline_of
 from qta_integrations.rewriter import (
     HuggingFaceRewriter,
     open_rewriter_reference,
@@ -140,7 +140,7 @@ class QTATrainer:
                 msg = "Pass either a retriever or tools=, not both."
                 raise ValueError(msg)
             try:
-                self.pipeline = as_pipeline(retriever)
+                self.pipeline = pipeline_of(retriever)
             except TypeError as err:
                 msg = f"{err} To train from a catalogue, pass tools=."
                 raise TypeError(msg) from None

@@ -395,12 +395,12 @@ def test_fit_without_dpo_from_one_example_is_fast_and_writes_a_retrieval_only_ad
 
     reloaded = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=out)
     try:
-        assert reloaded.core.fusion == fitted.fusion
-        assert reloaded.core.memory.to_list() == fitted.memory.to_list()
-        assert _example_ids(reloaded.core) == _example_ids(fitted)
+        assert reloaded.pipeline.fusion == fitted.fusion
+        assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
+        assert _example_ids(reloaded.pipeline) == _example_ids(fitted)
         assert reloaded.invoke(QUERY)  # no rewrite weight: the rewriter is not loaded
     finally:
-        reloaded.core.index.close()
+        reloaded.pipeline.index.close()
 
 
 def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
@@ -417,14 +417,14 @@ def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
         tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter", k=2
     )
     try:
-        assert reloaded.core.fusion == fitted.fusion
-        assert reloaded.core.k == 2  # an explicit k wins over the saved one
-        assert reloaded.core.memory.to_list() == fitted.memory.to_list()
+        assert reloaded.pipeline.fusion == fitted.fusion
+        assert reloaded.pipeline.k == 2  # an explicit k wins over the saved one
+        assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
         query = "email me about oslo tomorrow"
         assert fitted.retrieve(query).tool_ids[0] == "weather"
         assert reloaded.invoke(query)[0].id == "weather"
     finally:
-        reloaded.core.index.close()
+        reloaded.pipeline.index.close()
 
 
 # -- fuse and fit_weights on hand-made scores ------------------------------------------------

@@ -42,7 +42,7 @@ def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTARetriever]:
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 def _scored(pairs: list[tuple[str | None, float]]) -> tuple[int, list[tuple[float, str | None]]]:
@@ -70,10 +70,10 @@ def _state(pipeline: Any) -> dict[str, Any]:
 
 
 def test_in_memory_chroma_round_trip(retriever: QTARetriever, tmp_path: Path) -> None:
-    retriever.core.add_examples([{"query": "rain in oslo?", "tools": ["weather"]}], fit=False)
+    retriever.pipeline.add_examples([{"query": "rain in oslo?", "tools": ["weather"]}], fit=False)
     expected = _results(retriever)
     assert all(kept for _, kept in expected)  # every query finds tools that match it
-    state = _state(retriever.core)
+    state = _state(retriever.pipeline)
     retriever.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert (config["format"], config["format_version"]) == ("qta-retriever", 2)
@@ -90,9 +90,9 @@ def test_in_memory_chroma_round_trip(retriever: QTARetriever, tmp_path: Path) ->
     )
     assert _results(reloaded) == expected
     assert embeddings.documents_embedded == 0  # nothing embedded again
-    assert _state(reloaded.core) == state
+    assert _state(reloaded.pipeline) == state
     assert state["examples"] and "settings" in state  # the labelled example came back
-    assert (reloaded.k, reloaded.core.catalog.ids) == (2, retriever.core.catalog.ids)
+    assert (reloaded.k, reloaded.pipeline.catalog.ids) == (2, retriever.pipeline.catalog.ids)
     assert QTARetriever.from_persist_dir(tmp_path, embeddings=embeddings, rewriter=None, k=4).k == 4
 
 
@@ -109,7 +109,7 @@ def test_labelled_examples_in_the_state_are_restored(
     persist.save(retriever, tmp_path)
     persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
     assert loaded[0]["examples"] == examples
-    assert loaded[0]["settings"] == original(retriever.core)["settings"]
+    assert loaded[0]["settings"] == original(retriever.pipeline)["settings"]
 
 
 def test_on_disk_chroma_round_trip(tool_dicts: list[dict[str, str]], tmp_path: Path) -> None:
@@ -169,7 +169,7 @@ def test_a_rewriter_directory_inside_the_saved_directory_is_relative(
     try:
         built.persist(tmp_path)
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["rewriter"] == {"source": "rewriter", "type": "HuggingFaceRewriter"}
     reloaded = persist.load(tmp_path, embeddings=KeywordEmbeddings())
@@ -286,11 +286,11 @@ def test_a_crash_while_saving_leaves_the_previous_save_intact(
             with pytest.raises(OSError, match="killed"):
                 bigger.persist(tmp_path)
     finally:
-        bigger.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        bigger.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
     assert config.read_text() == before  # the commit never happened
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".qta-tmp")]
     reloaded = persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
-    assert reloaded.catalog.ids == retriever.core.catalog.ids  # the previous catalogue
+    assert reloaded.catalog.ids == retriever.pipeline.catalog.ids  # the previous catalogue
     # A complete save then replaces it and removes the catalogue file it no longer names.
     retriever.persist(tmp_path)
     catalogues = sorted(p.name for p in tmp_path.glob("tools-*.json"))

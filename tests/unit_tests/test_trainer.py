@@ -280,9 +280,9 @@ def test_trains_a_retrievers_rewriter_in_place_skipping_tied_examples(
     assert fitted is retriever
     assert trainer.metrics["rounds"][0]["skipped_examples"] == [1]
     assert trainer.metrics["rounds"][0]["pairs"] == 1
-    assert retriever.core.rewriter is rewriter is trainer.rewriter
+    assert retriever.pipeline.rewriter is rewriter is trainer.rewriter
     assert hasattr(rewriter.model, "peft_config")
-    assert len(retriever.core.memory) == len(EXAMPLES)
+    assert len(retriever.pipeline.memory) == len(EXAMPLES)
     assert "fusion_with_rewrite" in trainer.metrics  # the rewrite weight was fitted after DPO
     assert retriever.invoke("will it rain in paris", k=1)
 
