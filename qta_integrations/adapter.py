@@ -1,12 +1,17 @@
-"""The QTA adapter directory: one module owns its format, writing, reading and checking.
+"""The one format for fitted state: this module owns it, its writing, reading and checking.
 
-`QTATrainer.save` writes an adapter directory and `HuggingFaceRewriter.from_pretrained` reads
-one; both go through this module.
+Fitted state lives in a directory with one manifest, ``qta_manifest.json``, read by one reader,
+`read_adapter`. Two writers fill it: `QTATrainer.save` (an *adapter*: the rewriter's LoRA
+weights and the retrieval state) and `qta_integrations.persist.save` (a *saved retriever*: the
+retrieval state plus the catalogue and the index, under ``retriever``). Every way of restoring
+fitted state reads it through `read_adapter`: `qta_integrations.persist.load`, the faces'
+``from_persist_dir`` and `HuggingFaceRewriter.from_pretrained`.
 
-Adapter directory format (version 2)
-------------------------------------
+Format (version 3; versions 2 of the adapter manifest and of the saved retriever's
+``qta_retriever.json`` are still read)
+------------------------------------------------------------------------------------------
 
-An adapter directory holds::
+A directory holds::
 
     qta_manifest.json           the manifest (below); written last, it commits a save
     adapter_model.safetensors   the LoRA weights (PEFT layout; absent in a retrieval-only adapter)
@@ -31,6 +36,11 @@ The PEFT files sit at the top level, so a saved directory also loads as a plain 
 * ``prompt`` / ``prompt_version``: the `RewritePrompt` the rewriter was trained with.
 * ``retrieval``: free-form JSON for the retrieval state (``QTAPipeline.state_dict()``: fitted
   fusion settings, labelled examples), or null.
+* ``retriever``: null, or for a saved retriever (`qta_integrations.persist`) an object with
+  ``catalog`` (``{"file", "sha256", "count"}``: the tool dicts, in a file named after their
+  content, also listed in ``files``), ``index`` (the index's reference; its own files, e.g.
+  ``chroma/``, live beside it), ``embeddings`` (``"default"``, a class name, or null) and
+  ``rewriter`` (``{"source", "type"}``).
 * ``config``, ``metrics``, ``ranking``: the training options, training metrics and ranking
   function, for the record.
 * ``package_version``, ``created``: who wrote it, and when (UTC).
@@ -63,6 +73,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -86,9 +97,12 @@ __all__ = [
     "ADAPTER_FORMAT",
     "ADAPTER_FORMAT_VERSION",
     "BUNDLED_BASE_DIRNAME",
+    "LEGACY_RETRIEVER_CONFIG",
     "LORA_CONFIG_NAME",
     "LORA_WEIGHTS_NAME",
     "MANIFEST_NAME",
+    "READABLE_VERSIONS",
+    "RETRIEVER_KEYS",
     "AdapterDirectory",
     "AdapterError",
     "AdapterManifest",
@@ -99,6 +113,7 @@ __all__ = [
     "default_base_path",
     "describe_base",
     "file_sha256",
+    "has_fitted_state",
     "is_adapter_dir",
     "is_default_base",
     "read_adapter",
@@ -111,7 +126,12 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "qta_manifest.json"
 ADAPTER_FORMAT = "qta-adapter"
-ADAPTER_FORMAT_VERSION = 2
+ADAPTER_FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Manifest versions `read_adapter` reads (2: before the ``retriever`` section)."""
+LEGACY_RETRIEVER_CONFIG = "qta_retriever.json"
+"""The manifest of a retriever saved by qta-integrations before format version 3."""
+RETRIEVER_KEYS = ("catalog", "index", "embeddings", "rewriter")
 LORA_WEIGHTS_NAME = "adapter_model.safetensors"
 LORA_CONFIG_NAME = "adapter_config.json"
 BUNDLED_BASE_DIRNAME = "base"
@@ -169,6 +189,8 @@ class AdapterManifest:
         prompt: The `RewritePrompt` as a dict, or None.
         prompt_version: The prompt's version string, or None.
         retrieval: Free-form JSON retrieval state (``QTAPipeline.state_dict()``), or None.
+        retriever: For a saved retriever: its catalogue, index, embeddings and rewriter
+            (see the module docstring), or None.
         config: The training options, or None.
         metrics: Training metrics, or None.
         ranking: The ranking function's repr, or None.
@@ -182,6 +204,7 @@ class AdapterManifest:
     prompt: dict[str, Any] | None = None
     prompt_version: str | None = None
     retrieval: dict[str, Any] | None = None
+    retriever: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     ranking: str | None = None
@@ -230,18 +253,18 @@ class AdapterManifest:
         if data.get("format") != ADAPTER_FORMAT:
             _broken(where, f"'format' is {data.get('format')!r}, not {ADAPTER_FORMAT!r}")
         version = data.get("format_version")
-        if version != ADAPTER_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             msg = (
                 f"{where}: adapter format version {version!r} is not supported (this "
-                f"qta-integrations reads version {ADAPTER_FORMAT_VERSION}). Use the "
-                "qta-integrations version that wrote it, or train the adapter again."
+                f"qta-integrations reads versions {list(READABLE_VERSIONS)}). Use the "
+                "qta-integrations version that wrote it, or train (or save) it again."
             )
             raise AdapterError(msg)
         known = {f.name for f in fields(cls)} | {"format"}
         unknown = sorted(set(data) - known)
         if unknown:
             _broken(where, f"unknown keys {unknown} (expected some of {sorted(known)})")
-        optional_dicts = ("prompt", "retrieval", "config", "metrics")
+        optional_dicts = ("prompt", "retrieval", "retriever", "config", "metrics")
         for key in optional_dicts:
             _check_type(where, key, data.get(key), (dict, type(None)), "an object or null")
         for key in ("prompt_version", "ranking"):
@@ -272,12 +295,15 @@ class AdapterManifest:
             if base["kind"] == "bundled":
                 _safe_relative(base["name"], where=where, key="base_model.name")
             base_ref = BaseModelRef(base["kind"], base["name"], dict(base["sha256"]))
+        if data.get("retriever") is not None:
+            _check_retriever(where, data["retriever"], data.get("retrieval"))
         return cls(
             base_model=base_ref,
             files=dict(files),
             prompt=data.get("prompt"),
             prompt_version=data.get("prompt_version"),
             retrieval=data.get("retrieval"),
+            retriever=data.get("retriever"),
             config=data.get("config"),
             metrics=data.get("metrics"),
             ranking=data.get("ranking"),
@@ -289,10 +315,28 @@ class AdapterManifest:
 
 def _broken(where: str, problem: str) -> None:
     msg = (
-        f"{where} is not a valid QTA adapter manifest: {problem}. Save the adapter again "
-        "(QTATrainer.save) or train it again; do not edit the manifest by hand."
+        f"{where} is not a valid QTA adapter manifest: {problem}. Save it again "
+        "(QTATrainer.save, retriever.persist) or train it again; do not edit it by hand."
     )
     raise AdapterError(msg)
+
+
+def _check_retriever(where: str, section: Any, retrieval: Any) -> None:
+    """Check a saved retriever's ``retriever`` section (and that its state is there)."""
+    missing = [key for key in RETRIEVER_KEYS if key not in section]
+    if missing:
+        _broken(where, f"'retriever' lacks {missing}")
+    for key in ("catalog", "index", "rewriter"):
+        _check_type(where, f"retriever.{key}", section[key], (dict,), "an object")
+    _check_type(where, "retriever.embeddings", section["embeddings"], (str, type(None)), "a string")
+    if not isinstance(retrieval, dict) or not isinstance(retrieval.get("settings"), dict):
+        _broken(where, "'retrieval' must be an object with 'settings' in a saved retriever")
+    name = section["catalog"].get("file")
+    if not isinstance(name, str) or not _CATALOG_FILE.fullmatch(name):
+        _broken(where, f"'retriever.catalog.file' {name!r} is not a catalogue file name")
+
+
+_CATALOG_FILE = re.compile(r"tools-[0-9a-f]{16}\.json")
 
 
 def _check_type(where: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
@@ -361,11 +405,55 @@ def is_adapter_dir(directory: str | Path) -> bool:
     return (path / MANIFEST_NAME).is_file() or (path / _PENDING / MANIFEST_NAME).is_file()
 
 
+def has_fitted_state(directory: str | Path) -> bool:
+    """Whether ``directory`` holds fitted state `read_adapter` reads (any version)."""
+    return is_adapter_dir(directory) or (Path(directory) / LEGACY_RETRIEVER_CONFIG).is_file()
+
+
+def _legacy_retriever(config_file: Path) -> AdapterManifest:
+    """A retriever saved before format version 3 (``qta_retriever.json``), as a manifest."""
+    where = str(config_file)
+    data = _read_json(config_file)
+    if not isinstance(data, dict):
+        _broken(where, f"it holds a {type(data).__name__}, not a JSON object")
+    if data.get("format") != "qta-retriever":
+        _broken(where, f"'format' is {data.get('format')!r}, not 'qta-retriever'")
+    if data.get("format_version") != 2:
+        msg = (
+            f"{where}: saved retriever format version {data.get('format_version')!r} is not "
+            "supported (this qta-integrations reads version 2 of qta_retriever.json, and "
+            f"{MANIFEST_NAME} since). Save the retriever again (retriever.persist(dir))."
+        )
+        raise AdapterError(msg)
+    missing = [key for key in (*RETRIEVER_KEYS, "state") if key not in data]
+    if missing:
+        _broken(where, f"it lacks {missing}")
+    _check_type(where, "state", data["state"], (dict,), "an object")
+    manifest = {
+        "format": ADAPTER_FORMAT,
+        "format_version": 2,
+        "package_version": data.get("package_version", ""),
+        "retrieval": data["state"],
+        "retriever": {key: data[key] for key in RETRIEVER_KEYS},
+    }
+    return AdapterManifest.from_dict(manifest, source=config_file)
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        _broken(str(file), f"it is not valid JSON ({err})")
+
+
 def read_adapter(directory: str | Path, *, verify: bool = True) -> AdapterDirectory:
-    """Read and validate an adapter directory.
+    """Read and validate a directory of fitted state: the one reader of the format.
+
+    Reads a manifest of any readable version, including a retriever saved before version 3
+    (``qta_retriever.json``).
 
     Args:
-        directory: The adapter directory.
+        directory: The adapter (or saved retriever) directory.
         verify: Check every file the manifest lists against its SHA-256.
 
     Raises:
@@ -383,17 +471,16 @@ def read_adapter(directory: str | Path, *, verify: bool = True) -> AdapterDirect
     pending = path / _PENDING
     files_dir = pending if (pending / MANIFEST_NAME).is_file() else path
     manifest_file = files_dir / MANIFEST_NAME
+    if not manifest_file.is_file() and (path / LEGACY_RETRIEVER_CONFIG).is_file():
+        manifest = _legacy_retriever(path / LEGACY_RETRIEVER_CONFIG)
+        return AdapterDirectory(path=path, files_dir=path, manifest=manifest)
     if not manifest_file.is_file():
         msg = (
             f"{str(path)!r} is not a QTA adapter directory: it has no {MANIFEST_NAME}. Pass the "
-            "directory QTATrainer saved, or a model directory."
+            "directory QTATrainer or retriever.persist saved, or a model directory."
         )
         raise AdapterError(msg)
-    try:
-        data = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        _broken(str(manifest_file), f"it is not valid JSON ({err})")
-    manifest = AdapterManifest.from_dict(data, source=manifest_file)
+    manifest = AdapterManifest.from_dict(_read_json(manifest_file), source=manifest_file)
     if verify:
         for name, expected in manifest.files.items():
             file = files_dir / name
@@ -550,7 +637,20 @@ def check_output_dir(directory: str | Path) -> Path:
             "or empty directory (an existing adapter directory is replaced)."
         )
         raise ValueError(msg)
+    if is_adapter_dir(target) and _saved_retriever(target):
+        msg = (
+            f"output_dir {str(target)!r} holds a saved retriever (retriever.persist), which an "
+            "adapter would replace; pass a new or empty directory."
+        )
+        raise ValueError(msg)
     return target
+
+
+def _saved_retriever(target: Path) -> bool:
+    try:
+        return read_adapter(target, verify=False).manifest.retriever is not None
+    except (OSError, AdapterError):
+        return False
 
 
 def write_adapter(directory: str | Path, build: Callable[[Path], AdapterManifest]) -> Path:

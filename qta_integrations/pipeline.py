@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,9 +135,10 @@ class QTAPipeline:
         index: Where tools and examples are searched. The catalogue is synced into it unless
             ``index_tools=False``.
         rewriter: The query rewriter: a `QueryRewriter`, ``"default"`` (SmolLM2-135M), an
-            adapter directory (its fitted weights and examples are restored too), a LangChain
-            chat model, a zero-argument callable that builds one, or None (no rewrite signal).
-            Named rewriters are loaded only when the fusion first needs them.
+            adapter directory (its rewriter; restoring its fitted weights and examples this way
+            is deprecated: use `qta_integrations.persist.load`), a LangChain chat model, a
+            zero-argument callable that builds one, or None (no rewrite signal). Named
+            rewriters are loaded only when the fusion first needs them.
         settings: Retrieval settings (k, fetch depth, context tools, fusion weights).
         index_tools: Sync the catalogue into ``index`` now.
         show_progress: Show a progress bar while indexing.
@@ -186,6 +188,15 @@ class QTAPipeline:
             self.rewriter_reference = str(spec)
             adapter = open_rewriter_reference(spec)  # raises now for a bad path, not at first use
             state = adapter.retrieval if adapter is not None else None
+            if state:
+                warnings.warn(
+                    f"Restoring fitted weights and labelled examples through rewriter={spec!r} "
+                    "is deprecated: rewriter= names the rewriter alone. Restore the directory "
+                    f"with QTARetriever.from_persist_dir({str(spec)!r}, tools=tools) (a "
+                    f"pipeline: qta_integrations.persist.load({str(spec)!r}, tools=tools)).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
         elif isinstance(rewriter, QueryRewriter) or rewriter is None:
             self._rewriter = rewriter
         elif callable(rewriter):
@@ -220,8 +231,9 @@ class QTAPipeline:
         """Build a pipeline from tools and optional components.
 
         A rewriter given by name (``"default"``) or adapter directory is loaded only when the
-        fusion first needs it. An adapter directory that carries retrieval state (fitted
-        weights and labelled examples, written by `QTATrainer`) restores it.
+        fusion first needs it. (An adapter directory that carries retrieval state, fitted
+        weights and labelled examples written by `QTATrainer`, still restores it, with a
+        `DeprecationWarning`: restore it with `qta_integrations.persist.load`.)
 
         Args:
             tools: Anything `ToolCatalog.from_any` accepts.

@@ -306,7 +306,11 @@ class QTALlamaIndexRetriever(RetrieverLifecycle, BaseRetriever):
             ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings,
                 index or rewriter cannot be rebuilt without being passed in.
         """
-        overrides = {"k": k, "fetch_k": fetch_k, "num_context_tools": num_context_tools}
+        overrides: dict[str, Any] = {
+            "k": k,
+            "fetch_k": fetch_k,
+            "num_context_tools": num_context_tools,
+        }
         pipeline = persist.load(
             check_storage_directory("persist_dir", persist_dir),
             tools=tools,
@@ -416,20 +420,12 @@ class QTAToolRetriever(RetrieverLifecycle, ObjectRetriever[Any]):
         .. code-block:: python
 
             from llama_index.core.agent.workflow import FunctionAgent
-            from llama_index.core.tools import FunctionTool
             from qta_integrations import QTAToolRetriever
 
-            def get_weather(city: str) -> str:
-                \"\"\"Current weather and forecast for a city.\"\"\"
-                return f"Sunny in {city}"
-
-            def get_stock_quote(ticker: str) -> str:
-                \"\"\"Latest price of a stock ticker symbol.\"\"\"
-                return f"{ticker}: 123.4"
-
-            tools = [FunctionTool.from_defaults(fn) for fn in (get_weather, get_stock_quote)]
+            # tools: LlamaIndex tools, as in the QTALlamaIndexRetriever example
             tool_retriever = QTAToolRetriever.from_defaults(tools, k=1)
             print(tool_retriever.retrieve("umbrella in Paris?")[0].metadata.name)  # get_weather
+            # Or over a node retriever's pipeline: QTAToolRetriever(retriever=retriever)
 
             llm = ...  # a LlamaIndex function-calling LLM
             agent = FunctionAgent(tool_retriever=tool_retriever, llm=llm)

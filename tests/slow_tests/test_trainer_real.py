@@ -51,7 +51,7 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     assert lora_b and any(bool(t.abs().sum() > 0) for t in lora_b)
 
     # The adapter directory restores the examples and the fitted weights.
-    reloaded = QTARetriever(tools=train.catalog, k=5, rewriter=str(out))
+    reloaded = QTARetriever.from_persist_dir(out, tools=train.catalog, k=5)
     assert reloaded.pipeline.settings == retriever.pipeline.settings
     assert [e.query for e in reloaded.pipeline.memory] == [e.query for e in examples]
     docs = reloaded.invoke(examples[0].query)

@@ -92,7 +92,7 @@ def test_manifest_round_trip() -> None:
         created="2026-01-01T00:00:00Z",
     )
     data = json.loads(json.dumps(manifest.to_dict()))
-    assert data["format"] == "qta-adapter" and data["format_version"] == 2
+    assert data["format"] == "qta-adapter" and data["format_version"] == 3
     assert AdapterManifest.from_dict(data) == manifest
     assert manifest.has_lora
     assert not AdapterManifest().has_lora
@@ -471,3 +471,15 @@ def test_a_save_killed_at_any_point_leaves_the_old_or_the_new_adapter(tmp_path: 
         assert not list(target.rglob("*.qta-tmp"))
         assert (target / "notes.txt").read_text() == "keep me"
     assert seen == {old_hash, new_hash}
+
+
+def test_a_version_2_manifest_still_reads() -> None:
+    state = {"settings": {"k": 3}, "examples": [{"query": "rain?", "tools": ["weather"]}]}
+    old = AdapterManifest.from_dict(
+        {"format": "qta-adapter", "format_version": 2, "retrieval": state}
+    )
+    assert (old.format_version, old.retrieval, old.retriever) == (2, state, None)
+    with pytest.raises(AdapterError, match=r"'retriever' lacks \['index'"):
+        AdapterManifest.from_dict(
+            {"format": "qta-adapter", "format_version": 3, "retriever": {"catalog": {}}}
+        )

@@ -393,7 +393,9 @@ def test_fit_without_dpo_from_one_example_is_fast_and_writes_a_retrieval_only_ad
     assert manifest["base_model"] is None
     assert manifest["retrieval"]["examples"] == example
 
-    reloaded = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=out)
+    reloaded = QTARetriever.from_persist_dir(
+        out, tools=_tool_dicts(), embeddings=KeywordEmbeddings()
+    )
     try:
         assert reloaded.pipeline.fusion == fitted.fusion
         assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
@@ -413,8 +415,8 @@ def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
     fitted = trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
     assert fitted.fusion != FusionWeights()
     assert trainer.metrics["fusion"]["weights"] == fitted.fusion.to_dict()
-    reloaded = QTARetriever(
-        tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter", k=2
+    reloaded = QTARetriever.from_persist_dir(
+        tmp_path / "adapter", tools=_tool_dicts(), embeddings=KeywordEmbeddings(), k=2
     )
     try:
         assert reloaded.pipeline.fusion == fitted.fusion
@@ -425,6 +427,55 @@ def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
         assert reloaded.invoke(query)[0].id == "weather"
     finally:
         reloaded.pipeline.index.close()
+
+
+def test_the_deprecated_rewriter_restore_still_works_and_names_the_new_call(
+    tmp_path: Path,
+) -> None:
+    trainer = QTATrainer(
+        tools=_tool_dicts(),
+        rewriter=None,
+        embeddings=KeywordEmbeddings(),
+        config=QTATrainingConfig(dpo=False),
+    )
+    fitted = trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
+    with pytest.warns(DeprecationWarning, match=r"QTARetriever\.from_persist_dir\(.*tools=tools\)"):
+        old = QTARetriever(
+            tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter"
+        )
+    new = QTARetriever.from_persist_dir(
+        tmp_path / "adapter", tools=_tool_dicts(), embeddings=KeywordEmbeddings()
+    )
+    try:
+        for reloaded in (old, new):  # the same fitted state either way
+            assert reloaded.pipeline.fusion == fitted.fusion
+            assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
+        query = "email me about oslo tomorrow"
+        assert old.invoke(query)[0].id == new.invoke(query)[0].id == "weather"
+    finally:
+        old.pipeline.index.close()
+        new.pipeline.index.close()
+
+
+def test_an_adapter_needs_its_tools_and_a_retriever_is_never_overwritten(tmp_path: Path) -> None:
+    from qta_integrations import persist
+
+    trainer = QTATrainer(
+        tools=_tool_dicts(),
+        rewriter=None,
+        embeddings=KeywordEmbeddings(),
+        config=QTATrainingConfig(dpo=False),
+    )
+    trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
+    with pytest.raises(ValueError, match=r"adapter directory .*Pass the tools it was fitted on"):
+        persist.load(tmp_path / "adapter", embeddings=KeywordEmbeddings())
+    retriever = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=None)
+    try:
+        retriever.persist(tmp_path / "saved")
+    finally:
+        retriever.pipeline.index.close()
+    with pytest.raises(ValueError, match="holds a saved retriever"):
+        trainer.save(tmp_path / "saved")
 
 
 # -- fuse and fit_weights on hand-made scores ------------------------------------------------

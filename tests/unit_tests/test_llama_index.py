@@ -249,12 +249,12 @@ def test_persist_and_reload_without_re_embedding(
     expected = retriever.retrieve(UMBRELLA)
     retriever.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert config["index"]["backend"] == "chroma"
-    assert config["embeddings"] == "KeywordEmbeddings"
-    settings = config["state"]["settings"]
+    assert config["retriever"]["index"]["backend"] == "chroma"
+    assert config["retriever"]["embeddings"] == "KeywordEmbeddings"
+    settings = config["retrieval"]["settings"]
     assert (settings["k"], settings["fetch_k"], settings["num_context_tools"]) == (2, None, 3)
-    assert config["rewriter"] == {"source": None, "type": "FakeRewriter"}
-    saved_tools = json.loads((tmp_path / config["catalog"]["file"]).read_text())
+    assert config["retriever"]["rewriter"] == {"source": None, "type": "FakeRewriter"}
+    saved_tools = json.loads((tmp_path / config["retriever"]["catalog"]["file"]).read_text())
     assert [t["id"] for t in saved_tools] == retriever.pipeline.catalog.ids
 
     embeddings = CountingEmbeddings()
@@ -345,7 +345,10 @@ def test_persist_a_vector_store_index(tool_dicts: list[dict[str, str]], tmp_path
     retriever = QTALlamaIndexRetriever.from_defaults(tool_dicts, index=index, rewriter=None, k=3)
     expected = retriever.retrieve("latest stock ticker price")
     retriever.persist(tmp_path)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["index"]["backend"] == "llama_index"
+    assert (
+        json.loads((tmp_path / CONFIG_FILE).read_text())["retriever"]["index"]["backend"]
+        == "llama_index"
+    )
     embeddings = CountingEmbeddings()
     reloaded = QTALlamaIndexRetriever.from_persist_dir(tmp_path, embed_model=embeddings)
     nodes = reloaded.retrieve("latest stock ticker price")
@@ -369,7 +372,7 @@ def test_persist_records_a_rewriter_directory(
         persist_dir=tmp_path / "saved",
     )
     config = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
-    assert config["rewriter"]["source"] == str(model_dir.resolve())
+    assert config["retriever"]["rewriter"]["source"] == str(model_dir.resolve())
     reloaded = QTALlamaIndexRetriever.from_persist_dir(
         tmp_path / "saved", embed_model=KeywordEmbeddings()
     )

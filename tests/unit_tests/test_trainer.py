@@ -105,7 +105,7 @@ def test_fit_trains_the_adapter_and_saves_a_loadable_manifest(
     assert manifest["base_model"]["kind"] == "bundled"
     assert manifest["base_model"]["name"] == "base"
     assert set(manifest["base_model"]["sha256"]) == {"model.safetensors"}
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert "README.md" not in files
     assert manifest["prompt"]["instruction"] == SHORT_PROMPT.instruction
     assert manifest["prompt_version"] == SHORT_PROMPT.version
