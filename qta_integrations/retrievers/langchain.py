@@ -150,8 +150,9 @@ class QTARetriever(RetrieverLifecycle, BaseRetriever):
     persist_directory: str | os.PathLike[str] | None = None
     """Keep the embedded Chroma index on disk here (in memory when None)."""
     rewriter: Any = "default"
-    """'default' (SmolLM2-135M-Instruct), an adapter directory, a QueryRewriter, a LangChain
-    chat model / Runnable, or None for plain dense retrieval."""
+    """'default' (SmolLM2-135M-Instruct), an adapter directory (its rewriter alone: restore its
+    fitted state with `from_persist_dir`), a QueryRewriter, a LangChain chat model / Runnable,
+    or None for plain dense retrieval."""
     settings: RetrievalSettings | None = None
     """Retrieval settings (fetch depth, context tools, fusion weights); an explicit ``k`` wins."""
     selection: ToolSelection | None = None
@@ -434,20 +435,33 @@ class QTARetriever(RetrieverLifecycle, BaseRetriever):
 
     @classmethod
     def from_persist_dir(cls, directory: str | os.PathLike[str], **kwargs: Any) -> QTARetriever:
-        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
+        """Restore fitted state: a retriever saved with `persist`, or a trained adapter.
+
+        The one restore call (`qta_integrations.persist.load`), a named constructor as
+        LlamaIndex's ``from_persist_dir`` and LangChain's ``FAISS.load_local`` are. A directory
+        written by `persist` comes back whole, nothing embedded; one written by `QTATrainer`
+        (``qta train --output DIR``) needs ``tools=`` and restores its rewriter, fitted
+        weights and labelled examples over them.
 
         Args:
-            directory: The directory written by `persist`.
-            **kwargs: As `qta_integrations.persist.load`: ``tools`` (the live tool objects),
-                ``embeddings`` (needed unless the default model was used), ``vectorstore`` /
-                ``llama_index`` (your own store, passed again), ``rewriter`` (replaces the saved
-                one), ``settings`` or single settings such as ``k=3``.
+            directory: The directory written by `persist` or by `QTATrainer`.
+            **kwargs: As `qta_integrations.persist.load`: ``tools`` (the live tool objects;
+                required for an adapter), ``embeddings`` (needed unless the default model was
+                used), ``vectorstore`` / ``llama_index`` (your own store, passed again),
+                ``rewriter`` (replaces the saved one), ``settings`` or single settings such as
+                ``k=3``.
 
         Raises:
-            FileNotFoundError: if ``directory`` holds no saved retriever.
-            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
+            FileNotFoundError: if ``directory`` holds no saved retriever or adapter.
+            qta_integrations.persist.PersistError: if its ``qta_manifest.json`` is broken or of
                 an unknown version.
             ValueError: if something saved cannot be rebuilt without being passed in.
+
+        Example:
+            .. code-block:: python
+
+                retriever = QTARetriever.from_persist_dir("saved-retriever")
+                retriever = QTARetriever.from_persist_dir("qta-adapter", tools=tools)
         """
         from qta_integrations import persist
 

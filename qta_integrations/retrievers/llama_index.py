@@ -278,13 +278,17 @@ class QTALlamaIndexRetriever(RetrieverLifecycle, BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> QTALlamaIndexRetriever:
-        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
+        """Restore fitted state: a retriever saved with `persist`, or a trained adapter.
+
+        The one restore call (`qta_integrations.persist.load`). A directory written by
+        `persist` comes back whole, nothing embedded; one written by `QTATrainer` needs
+        ``tools=`` and restores its rewriter, fitted weights and labelled examples over them.
 
         Args:
-            persist_dir: The directory written by `persist`.
+            persist_dir: The directory written by `persist` or by `QTATrainer`.
             tools: The same tools as live objects (e.g. LlamaIndex ``FunctionTool``s, which
                 cannot be saved); their ids must match the saved catalogue. Default: the saved
-                catalogue.
+                catalogue; required for an adapter.
             embed_model: The embedding model used when saving. Needed unless it was the default.
             index: The LlamaIndex index, when the saved retriever used your own (its vector
                 store keeps the nodes, so it was not copied).
@@ -301,7 +305,7 @@ class QTALlamaIndexRetriever(RetrieverLifecycle, BaseRetriever):
 
         Raises:
             FileNotFoundError: if ``persist_dir`` holds no saved retriever.
-            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
+            qta_integrations.persist.PersistError: if its ``qta_manifest.json`` is broken or of
                 an unknown version.
             ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings,
                 index or rewriter cannot be rebuilt without being passed in.
