@@ -306,19 +306,9 @@ def load(
         source = path / LEGACY_RETRIEVER_CONFIG
     state = dict(manifest.retrieval or {"settings": {}, "examples": []})
     state = _apply_overrides(state, settings, overrides, source)
+    backends = {"embeddings": embeddings, "vectorstore": vectorstore, "llama_index": llama_index}
     if manifest.retriever is None:
-        return _load_adapter(
-            path,
-            manifest,
-            state,
-            tools=tools,
-            embeddings=embeddings,
-            vectorstore=vectorstore,
-            llama_index=llama_index,
-            index=index,
-            rewriter=rewriter,
-            show_progress=show_progress,
-        )
+        return _load_adapter(path, state, tools, rewriter, index, show_progress, backends)
     from qta_integrations.stores import load_index
 
     saved = manifest.retriever
@@ -335,13 +325,7 @@ def load(
         )
         raise ValueError(msg)
     if index is None:
-        index = load_index(
-            saved["index"],
-            path,
-            embeddings=embeddings,
-            vectorstore=vectorstore,
-            llama_index=llama_index,
-        )
+        index = load_index(saved["index"], path, **backends)
     if isinstance(rewriter, str) and rewriter == SAVED:
         rewriter = _saved_rewriter(saved["rewriter"], path)
     pipeline = QTAPipeline(catalog, index, _named(rewriter), index_tools=False)
@@ -352,14 +336,12 @@ def load(
 
 def _load_adapter(
     path: Path,
-    manifest: AdapterManifest,
     state: dict[str, Any],
-    *,
     tools: ToolsLike | None,
     rewriter: Any,
     index: ToolIndex | None,
     show_progress: bool,
-    **backends: Any,
+    backends: dict[str, Any],
 ) -> QTAPipeline:
     """A `QTATrainer` adapter over ``tools``: its rewriter, weights and examples restored."""
     if tools is None:

@@ -429,16 +429,20 @@ def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
         reloaded.pipeline.index.close()
 
 
-def test_the_deprecated_rewriter_restore_still_works_and_names_the_new_call(
-    tmp_path: Path,
-) -> None:
+def _fit_retrieval_only(output_dir: Path) -> tuple[QTATrainer, QTAPipeline]:
     trainer = QTATrainer(
         tools=_tool_dicts(),
         rewriter=None,
         embeddings=KeywordEmbeddings(),
         config=QTATrainingConfig(dpo=False),
     )
-    fitted = trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
+    return trainer, trainer.fit(WITH_TWINS, output_dir=output_dir)
+
+
+def test_the_deprecated_rewriter_restore_still_works_and_names_the_new_call(
+    tmp_path: Path,
+) -> None:
+    _, fitted = _fit_retrieval_only(tmp_path / "adapter")
     with pytest.warns(DeprecationWarning, match=r"QTARetriever\.from_persist_dir\(.*tools=tools\)"):
         old = QTARetriever(
             tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter"
@@ -460,13 +464,7 @@ def test_the_deprecated_rewriter_restore_still_works_and_names_the_new_call(
 def test_an_adapter_needs_its_tools_and_a_retriever_is_never_overwritten(tmp_path: Path) -> None:
     from qta_integrations import persist
 
-    trainer = QTATrainer(
-        tools=_tool_dicts(),
-        rewriter=None,
-        embeddings=KeywordEmbeddings(),
-        config=QTATrainingConfig(dpo=False),
-    )
-    trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
+    trainer, _ = _fit_retrieval_only(tmp_path / "adapter")
     with pytest.raises(ValueError, match=r"adapter directory .*Pass the tools it was fitted on"):
         persist.load(tmp_path / "adapter", embeddings=KeywordEmbeddings())
     retriever = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=None)
