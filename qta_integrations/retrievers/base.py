@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from qta_integrations.memory import MemoryExample
     from qta_integrations.stores import SyncResult
 
-__all__ = ["PipelineFace", "RetrieverLifecycle", "pipeline_of"]
+__all__ = ["PipelineFace", "RetrieverLifecycle", "pipeline_of", "warn_deprecated"]
 
 _Face = TypeVar("_Face", bound="RetrieverLifecycle")
 
