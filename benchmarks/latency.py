@@ -50,7 +50,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def _time_invoke(retriever: Any, queries: list[str], *, clear_cache: bool) -> list[float]:
-    rewriter = retriever.core.rewriter if clear_cache else None
+    rewriter = retriever.pipeline.rewriter if clear_cache else None
     times = []
     for query in queries:
         if rewriter is not None:
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         fitted = QTARetriever(tools=data.catalog, embeddings=embeddings, rewriter=None, k=args.k)
         fitted.add_examples(train)
         retrievers[f"fitted [{encoder}]"] = fitted
-    print(f"Fitted weights: {fitted.core.fusion}", file=sys.stderr)
+    print(f"Fitted weights: {fitted.pipeline.fusion}", file=sys.stderr)
     for retriever in retrievers.values():
         _time_invoke(retriever, queries[-2:], clear_cache=False)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in retrievers}
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     "command": ["python", "benchmarks/latency.py", *(argv or sys.argv[1:])],
                     "catalogue": repr(data),
                     "k": args.k,
-                    "fusion": fitted.core.fusion.to_dict(),
+                    "fusion": fitted.pipeline.fusion.to_dict(),
                     "invoke": single,
                     "encoders": {e: ENCODERS[e] for e in args.encoders},
                     "median_ratios": ratios,

@@ -312,7 +312,7 @@ def dense_twin(retriever: Any) -> Any:
     from qta_integrations import QTAPipeline, QTARetriever
     from qta_integrations.fusion import FusionWeights
 
-    core = retriever.core
+    core = retriever.pipeline
     settings = core.settings.replace(fusion=FusionWeights())
     return QTARetriever(
         pipeline=QTAPipeline(core.catalog, core.index, None, settings=settings, index_tools=False)
@@ -328,7 +328,7 @@ def with_label_signals(retriever: Any) -> dict[str, Any]:
     """
     from qta_integrations.fusion import FusionWeights
 
-    core = retriever.core
+    core = retriever.pipeline
     fitted = core.fusion.to_dict()
     every = FusionWeights(lexical=1, labelled_lexical=1, memory=1, prior=1)
     core.settings = core.settings.replace(fusion=every)

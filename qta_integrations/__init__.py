@@ -12,8 +12,9 @@ them is first used, so ``import qta_integrations`` stays fast.
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
+
+from qta_integrations._version import __version__
 
 if TYPE_CHECKING:
     from qta_integrations.agents.langgraph import QTAToolSelector, create_qta_agent
@@ -41,11 +42,6 @@ if TYPE_CHECKING:
     )
     from qta_integrations.tools import Tool, ToolCatalog
     from qta_integrations.training import QTATrainer, QTATrainingConfig
-
-try:
-    __version__ = metadata.version("qta-integrations")
-except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 _LAZY: dict[str, str] = {
     "SignalScores": "qta_integrations.signals",

@@ -1,12 +1,17 @@
-"""The QTA adapter directory: one module owns its format, writing, reading and checking.
+"""The one format for fitted state: this module owns it, its writing, reading and checking.
 
-`QTATrainer.save` writes an adapter directory and `HuggingFaceRewriter.from_pretrained` reads
-one; both go through this module.
+Fitted state lives in a directory with one manifest, ``qta_manifest.json``, read by one reader,
+`read_adapter`. Two writers fill it: `QTATrainer.save` (an *adapter*: the rewriter's LoRA
+weights and the retrieval state) and `qta_integrations.persist.save` (a *saved retriever*: the
+retrieval state plus the catalogue and the index, under ``retriever``). Every way of restoring
+fitted state reads it through `read_adapter`: `qta_integrations.persist.load`, the faces'
+``from_persist_dir`` and `HuggingFaceRewriter.from_pretrained`.
 
-Adapter directory format (version 2)
-------------------------------------
+Format (version 3; versions 2 of the adapter manifest and of the saved retriever's
+``qta_retriever.json`` are still read)
+------------------------------------------------------------------------------------------
 
-An adapter directory holds::
+A directory holds::
 
     qta_manifest.json           the manifest (below); written last, it commits a save
     adapter_model.safetensors   the LoRA weights (PEFT layout; absent in a retrieval-only adapter)
@@ -31,6 +36,11 @@ The PEFT files sit at the top level, so a saved directory also loads as a plain 
 * ``prompt`` / ``prompt_version``: the `RewritePrompt` the rewriter was trained with.
 * ``retrieval``: free-form JSON for the retrieval state (``QTAPipeline.state_dict()``: fitted
   fusion settings, labelled examples), or null.
+* ``retriever``: null, or for a saved retriever (`qta_integrations.persist`) an object with
+  ``catalog`` (``{"file", "sha256", "count"}``: the tool dicts, in a file named after their
+  content, also listed in ``files``), ``index`` (the index's reference; its own files, e.g.
+  ``chroma/``, live beside it), ``embeddings`` (``"default"``, a class name, or null) and
+  ``rewriter`` (``{"source", "type"}``).
 * ``config``, ``metrics``, ``ranking``: the training options, training metrics and ranking
   function, for the record.
 * ``package_version``, ``created``: who wrote it, and when (UTC).
@@ -60,17 +70,25 @@ interrupted one and removes the leftovers of a save interrupted before its commi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+
+from qta_integrations._files import (
+    TMP_SUFFIX,
+    atomic_write_text,
+    file_sha256,
+    fsync_dir,
+    fsync_file,
+    fsync_tree,
+)
 
 if TYPE_CHECKING:
     from qta_integrations.prompts import RewritePrompt
@@ -79,9 +97,12 @@ __all__ = [
     "ADAPTER_FORMAT",
     "ADAPTER_FORMAT_VERSION",
     "BUNDLED_BASE_DIRNAME",
+    "LEGACY_RETRIEVER_CONFIG",
     "LORA_CONFIG_NAME",
     "LORA_WEIGHTS_NAME",
     "MANIFEST_NAME",
+    "READABLE_VERSIONS",
+    "RETRIEVER_KEYS",
     "AdapterDirectory",
     "AdapterError",
     "AdapterManifest",
@@ -92,6 +113,7 @@ __all__ = [
     "default_base_path",
     "describe_base",
     "file_sha256",
+    "has_fitted_state",
     "is_adapter_dir",
     "is_default_base",
     "read_adapter",
@@ -104,7 +126,12 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "qta_manifest.json"
 ADAPTER_FORMAT = "qta-adapter"
-ADAPTER_FORMAT_VERSION = 2
+ADAPTER_FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Manifest versions `read_adapter` reads (2: before the ``retriever`` section)."""
+LEGACY_RETRIEVER_CONFIG = "qta_retriever.json"
+"""The manifest of a retriever saved by qta-integrations before format version 3."""
+RETRIEVER_KEYS = ("catalog", "index", "embeddings", "rewriter")
 LORA_WEIGHTS_NAME = "adapter_model.safetensors"
 LORA_CONFIG_NAME = "adapter_config.json"
 BUNDLED_BASE_DIRNAME = "base"
@@ -113,8 +140,6 @@ BASE_KINDS = ("default", "bundled", "local")
 _PENDING = ".qta-pending"
 _REMOVE_LIST = ".qta-remove.json"
 _STAGING_INFIX = ".qta-staging-"
-_TMP_SUFFIX = ".qta-tmp"
-_HASH_CACHE_NAME = "sha256_cache.json"
 
 
 class AdapterError(ValueError):
@@ -164,6 +189,8 @@ class AdapterManifest:
         prompt: The `RewritePrompt` as a dict, or None.
         prompt_version: The prompt's version string, or None.
         retrieval: Free-form JSON retrieval state (``QTAPipeline.state_dict()``), or None.
+        retriever: For a saved retriever: its catalogue, index, embeddings and rewriter
+            (see the module docstring), or None.
         config: The training options, or None.
         metrics: Training metrics, or None.
         ranking: The ranking function's repr, or None.
@@ -177,6 +204,7 @@ class AdapterManifest:
     prompt: dict[str, Any] | None = None
     prompt_version: str | None = None
     retrieval: dict[str, Any] | None = None
+    retriever: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     ranking: str | None = None
@@ -225,18 +253,18 @@ class AdapterManifest:
         if data.get("format") != ADAPTER_FORMAT:
             _broken(where, f"'format' is {data.get('format')!r}, not {ADAPTER_FORMAT!r}")
         version = data.get("format_version")
-        if version != ADAPTER_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             msg = (
                 f"{where}: adapter format version {version!r} is not supported (this "
-                f"qta-integrations reads version {ADAPTER_FORMAT_VERSION}). Use the "
-                "qta-integrations version that wrote it, or train the adapter again."
+                f"qta-integrations reads versions {list(READABLE_VERSIONS)}). Use the "
+                "qta-integrations version that wrote it, or train (or save) it again."
             )
             raise AdapterError(msg)
         known = {f.name for f in fields(cls)} | {"format"}
         unknown = sorted(set(data) - known)
         if unknown:
             _broken(where, f"unknown keys {unknown} (expected some of {sorted(known)})")
-        optional_dicts = ("prompt", "retrieval", "config", "metrics")
+        optional_dicts = ("prompt", "retrieval", "retriever", "config", "metrics")
         for key in optional_dicts:
             _check_type(where, key, data.get(key), (dict, type(None)), "an object or null")
         for key in ("prompt_version", "ranking"):
@@ -267,12 +295,15 @@ class AdapterManifest:
             if base["kind"] == "bundled":
                 _safe_relative(base["name"], where=where, key="base_model.name")
             base_ref = BaseModelRef(base["kind"], base["name"], dict(base["sha256"]))
+        if data.get("retriever") is not None:
+            _check_retriever(where, data["retriever"], data.get("retrieval"))
         return cls(
             base_model=base_ref,
             files=dict(files),
             prompt=data.get("prompt"),
             prompt_version=data.get("prompt_version"),
             retrieval=data.get("retrieval"),
+            retriever=data.get("retriever"),
             config=data.get("config"),
             metrics=data.get("metrics"),
             ranking=data.get("ranking"),
@@ -284,10 +315,28 @@ class AdapterManifest:
 
 def _broken(where: str, problem: str) -> None:
     msg = (
-        f"{where} is not a valid QTA adapter manifest: {problem}. Save the adapter again "
-        "(QTATrainer.save) or train it again; do not edit the manifest by hand."
+        f"{where} is not a valid QTA adapter manifest: {problem}. Save it again "
+        "(QTATrainer.save, retriever.persist) or train it again; do not edit it by hand."
     )
     raise AdapterError(msg)
+
+
+def _check_retriever(where: str, section: Any, retrieval: Any) -> None:
+    """Check a saved retriever's ``retriever`` section (and that its state is there)."""
+    missing = [key for key in RETRIEVER_KEYS if key not in section]
+    if missing:
+        _broken(where, f"'retriever' lacks {missing}")
+    for key in ("catalog", "index", "rewriter"):
+        _check_type(where, f"retriever.{key}", section[key], (dict,), "an object")
+    _check_type(where, "retriever.embeddings", section["embeddings"], (str, type(None)), "a string")
+    if not isinstance(retrieval, dict) or not isinstance(retrieval.get("settings"), dict):
+        _broken(where, "'retrieval' must be an object with 'settings' in a saved retriever")
+    name = section["catalog"].get("file")
+    if not isinstance(name, str) or not _CATALOG_FILE.fullmatch(name):
+        _broken(where, f"'retriever.catalog.file' {name!r} is not a catalogue file name")
+
+
+_CATALOG_FILE = re.compile(r"tools-[0-9a-f]{16}\.json")
 
 
 def _check_type(where: str, key: str, value: Any, types: tuple[type, ...], expected: str) -> None:
@@ -356,11 +405,55 @@ def is_adapter_dir(directory: str | Path) -> bool:
     return (path / MANIFEST_NAME).is_file() or (path / _PENDING / MANIFEST_NAME).is_file()
 
 
+def has_fitted_state(directory: str | Path) -> bool:
+    """Whether ``directory`` holds fitted state `read_adapter` reads (any version)."""
+    return is_adapter_dir(directory) or (Path(directory) / LEGACY_RETRIEVER_CONFIG).is_file()
+
+
+def _legacy_retriever(config_file: Path) -> AdapterManifest:
+    """A retriever saved before format version 3 (``qta_retriever.json``), as a manifest."""
+    where = str(config_file)
+    data = _read_json(config_file)
+    if not isinstance(data, dict):
+        _broken(where, f"it holds a {type(data).__name__}, not a JSON object")
+    if data.get("format") != "qta-retriever":
+        _broken(where, f"'format' is {data.get('format')!r}, not 'qta-retriever'")
+    if data.get("format_version") != 2:
+        msg = (
+            f"{where}: saved retriever format version {data.get('format_version')!r} is not "
+            "supported (this qta-integrations reads version 2 of qta_retriever.json, and "
+            f"{MANIFEST_NAME} since). Save the retriever again (retriever.persist(dir))."
+        )
+        raise AdapterError(msg)
+    missing = [key for key in (*RETRIEVER_KEYS, "state") if key not in data]
+    if missing:
+        _broken(where, f"it lacks {missing}")
+    _check_type(where, "state", data["state"], (dict,), "an object")
+    manifest = {
+        "format": ADAPTER_FORMAT,
+        "format_version": 2,
+        "package_version": data.get("package_version", ""),
+        "retrieval": data["state"],
+        "retriever": {key: data[key] for key in RETRIEVER_KEYS},
+    }
+    return AdapterManifest.from_dict(manifest, source=config_file)
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        _broken(str(file), f"it is not valid JSON ({err})")
+
+
 def read_adapter(directory: str | Path, *, verify: bool = True) -> AdapterDirectory:
-    """Read and validate an adapter directory.
+    """Read and validate a directory of fitted state: the one reader of the format.
+
+    Reads a manifest of any readable version, including a retriever saved before version 3
+    (``qta_retriever.json``).
 
     Args:
-        directory: The adapter directory.
+        directory: The adapter (or saved retriever) directory.
         verify: Check every file the manifest lists against its SHA-256.
 
     Raises:
@@ -378,17 +471,16 @@ def read_adapter(directory: str | Path, *, verify: bool = True) -> AdapterDirect
     pending = path / _PENDING
     files_dir = pending if (pending / MANIFEST_NAME).is_file() else path
     manifest_file = files_dir / MANIFEST_NAME
+    if not manifest_file.is_file() and (path / LEGACY_RETRIEVER_CONFIG).is_file():
+        manifest = _legacy_retriever(path / LEGACY_RETRIEVER_CONFIG)
+        return AdapterDirectory(path=path, files_dir=path, manifest=manifest)
     if not manifest_file.is_file():
         msg = (
             f"{str(path)!r} is not a QTA adapter directory: it has no {MANIFEST_NAME}. Pass the "
-            "directory QTATrainer saved, or a model directory."
+            "directory QTATrainer or retriever.persist saved, or a model directory."
         )
         raise AdapterError(msg)
-    try:
-        data = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        _broken(str(manifest_file), f"it is not valid JSON ({err})")
-    manifest = AdapterManifest.from_dict(data, source=manifest_file)
+    manifest = AdapterManifest.from_dict(_read_json(manifest_file), source=manifest_file)
     if verify:
         for name, expected in manifest.files.items():
             file = files_dir / name
@@ -520,84 +612,7 @@ def _short(hashes: Mapping[str, str]) -> str:
     return ", ".join(f"{name} sha256={digest}" for name, digest in sorted(hashes.items()))
 
 
-# -- hashing ----------------------------------------------------------------------------------
-
-_hash_lock = threading.Lock()
-_hash_memory: dict[str, tuple[int, int, str]] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file, computed once per (path, size, mtime).
-
-    Kept in memory, and for files of 16 MiB or more (model weights) also in the package's cache
-    directory, so a base model is hashed once per machine, not once per load.
-    """
-    file = Path(path).resolve()
-    stat = file.stat()
-    key = str(file)
-    with _hash_lock:
-        known = _hash_memory.get(key)
-        if known is None:
-            known = _disk_cache().get(key)
-        if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
-            _hash_memory[key] = known
-            return known[2]
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    entry = (stat.st_size, stat.st_mtime_ns, value)
-    with _hash_lock:
-        _hash_memory[key] = entry
-        if stat.st_size >= 1 << 24:  # only big files are worth a disk write
-            _store_disk_cache(key, entry)
-    return value
-
-
-def _hash_cache_file() -> Path:
-    from qta_integrations.models import cache_dir
-
-    return cache_dir() / _HASH_CACHE_NAME
-
-
-def _disk_cache() -> dict[str, tuple[int, int, str]]:
-    try:
-        raw = json.loads(_hash_cache_file().read_text(encoding="utf-8"))
-        return {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return {}  # no cache yet, or an unreadable one: recompute
-
-
-def _store_disk_cache(key: str, entry: tuple[int, int, str]) -> None:
-    cache = _disk_cache()
-    cache[key] = entry
-    file = _hash_cache_file()
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(file, json.dumps({k: list(v) for k, v in cache.items()}))
-    except OSError as err:  # a read-only cache only costs recomputing
-        logger.debug("Could not write the hash cache %s: %s", file, err)
-
-
 # -- writing ----------------------------------------------------------------------------------
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a synced temporary file, then ``os.replace``."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
 
 
 def check_output_dir(directory: str | Path) -> Path:
@@ -622,7 +637,20 @@ def check_output_dir(directory: str | Path) -> Path:
             "or empty directory (an existing adapter directory is replaced)."
         )
         raise ValueError(msg)
+    if is_adapter_dir(target) and _saved_retriever(target):
+        msg = (
+            f"output_dir {str(target)!r} holds a saved retriever (retriever.persist), which an "
+            "adapter would replace; pass a new or empty directory."
+        )
+        raise ValueError(msg)
     return target
+
+
+def _saved_retriever(target: Path) -> bool:
+    try:
+        return read_adapter(target, verify=False).manifest.retriever is not None
+    except (OSError, AdapterError):
+        return False
 
 
 def write_adapter(directory: str | Path, build: Callable[[Path], AdapterManifest]) -> Path:
@@ -661,14 +689,14 @@ def write_adapter(directory: str | Path, build: Callable[[Path], AdapterManifest
         (staging / MANIFEST_NAME).write_text(
             json.dumps(manifest.to_dict(), indent=2, default=str), encoding="utf-8"
         )
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if not target.exists():
             os.rename(staging, target)  # the commit of a first save
-            _fsync_dir(parent)
+            fsync_dir(parent)
             return target
         pending = target / _PENDING
         os.rename(staging, pending)  # the commit: a complete new adapter is in place
-        _fsync_dir(target)
+        fsync_dir(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -690,7 +718,7 @@ def _clean_leftovers(target: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
     if not target.is_dir():
         return
-    for tmp in target.rglob(f"*{_TMP_SUFFIX}"):
+    for tmp in target.rglob(f"*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             tmp.unlink()
     pending = target / _PENDING
@@ -714,16 +742,16 @@ def _install(pending: Path, target: Path) -> None:
         source = pending / name
         dest = target / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + _TMP_SUFFIX)
+        tmp = dest.with_name(dest.name + TMP_SUFFIX)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         try:
             os.link(source, tmp)
         except OSError:  # no hard links on this file system: copy
             shutil.copy2(source, tmp)
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, dest)
-    _fsync_dir(target)
+    fsync_dir(target)
     remove_list = pending / _REMOVE_LIST
     if remove_list.exists():
         for name in json.loads(remove_list.read_text(encoding="utf-8")):
@@ -732,7 +760,7 @@ def _install(pending: Path, target: Path) -> None:
             _remove_owned(target, name)
     # Drop the pending manifest first: without it, readers use the (complete) top level.
     (pending / MANIFEST_NAME).unlink()
-    _fsync_dir(pending)
+    fsync_dir(pending)
     shutil.rmtree(pending, ignore_errors=True)
 
 
@@ -746,33 +774,3 @@ def _remove_owned(target: Path, name: str) -> None:
         except OSError:
             break
         parent = parent.parent
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. directories cannot be opened on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file():
-            _fsync_file(path)
-        else:
-            _fsync_dir(path)
-    _fsync_dir(root)

@@ -473,11 +473,20 @@ def run_demo(args: argparse.Namespace) -> int:
         raise CLIError(msg)
     for query in args.query or ():
         validate_query(query, name="--query")  # before any model is loaded
-    rewriter: Any = args.adapter or overrides.rewriter or "default"
     print(f"Indexing {len(DEMO_TOOLS)} tools...", file=sys.stderr)
-    pipeline = QTAPipeline.from_tools(
-        DEMO_TOOLS, embeddings=overrides.embeddings, rewriter=rewriter, k=args.k
-    )
+    if args.adapter is not None:  # its rewriter, fitted weights and labelled examples
+        from qta_integrations import persist
+
+        pipeline = persist.load(
+            args.adapter, tools=DEMO_TOOLS, embeddings=overrides.embeddings, k=args.k
+        )
+    else:
+        pipeline = QTAPipeline.from_tools(
+            DEMO_TOOLS,
+            embeddings=overrides.embeddings,
+            rewriter=overrides.rewriter or "default",
+            k=args.k,
+        )
     if args.adapter is None:
         print(f"Learning from {len(DEMO_EXAMPLES)} labelled queries...", file=sys.stderr)
         pipeline.add_examples(DEMO_EXAMPLES)

@@ -12,14 +12,16 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import LABEL_GATE_GRID, FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, LabelledExample, parse_examples
 from qta_integrations.prompts import RewriteRequest
+from qta_integrations.ranking import fuse_hits
 from qta_integrations.rewriter import QueryRewriter, open_rewriter_reference, resolve_rewriter
 from qta_integrations.selection import CutoffFit, ToolSelection, fit_cutoff, resolve_selection
 from qta_integrations.settings import RetrievalSettings
@@ -101,6 +103,30 @@ class RetrievalResult:
         return [t.tool.id for t in self.tools]
 
 
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One call to the store or the rewriter that a retrieval waits on.
+
+    Retrieval is written once, as generators that yield these (`QTAPipeline._retrieval_steps`);
+    ``_run`` answers them with the blocking batched calls, ``_arun`` with the async ones.
+
+    Attributes:
+        op: ``"dense"`` (tools nearest to each query, examples skipped), ``"entries"`` (tools
+            and examples), ``"tools"`` (tools only) or ``"rewrite"``.
+        items: The queries (or the rewrite requests).
+        k: How many hits per query.
+        rewriter: For ``"rewrite"``: the rewriter to call.
+    """
+
+    op: str
+    items: list[Any]
+    k: int = 0
+    rewriter: QueryRewriter | None = None
+
+
 class QTAPipeline:
     """Retrieve tools by fusing signals, with weights learned from a few labelled examples.
 
@@ -117,9 +143,10 @@ class QTAPipeline:
         index: Where tools and examples are searched. The catalogue is synced into it unless
             ``index_tools=False``.
         rewriter: The query rewriter: a `QueryRewriter`, ``"default"`` (SmolLM2-135M), an
-            adapter directory (its fitted weights and examples are restored too), a LangChain
-            chat model, a zero-argument callable that builds one, or None (no rewrite signal).
-            Named rewriters are loaded only when the fusion first needs them.
+            adapter directory (its rewriter; restoring its fitted weights and examples this way
+            is deprecated: use `qta_integrations.persist.load`), a LangChain chat model, a
+            zero-argument callable that builds one, or None (no rewrite signal). Named
+            rewriters are loaded only when the fusion first needs them.
         settings: Retrieval settings (k, fetch depth, context tools, fusion weights).
         index_tools: Sync the catalogue into ``index`` now.
         show_progress: Show a progress bar while indexing.
@@ -169,6 +196,15 @@ class QTAPipeline:
             self.rewriter_reference = str(spec)
             adapter = open_rewriter_reference(spec)  # raises now for a bad path, not at first use
             state = adapter.retrieval if adapter is not None else None
+            if state:
+                warnings.warn(
+                    f"Restoring fitted weights and labelled examples through rewriter={spec!r} "
+                    "is deprecated: rewriter= names the rewriter alone. Restore the directory "
+                    f"with QTARetriever.from_persist_dir({str(spec)!r}, tools=tools) (a "
+                    f"pipeline: qta_integrations.persist.load({str(spec)!r}, tools=tools)).",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
         elif isinstance(rewriter, QueryRewriter) or rewriter is None:
             self._rewriter = rewriter
         elif callable(rewriter):
@@ -209,8 +245,9 @@ class QTAPipeline:
         """Build a pipeline from tools and optional components.
 
         A rewriter given by name (``"default"``) or adapter directory is loaded only when the
-        fusion first needs it. An adapter directory that carries retrieval state (fitted
-        weights and labelled examples, written by `QTATrainer`) restores it.
+        fusion first needs it. (An adapter directory that carries retrieval state, fitted
+        weights and labelled examples written by `QTATrainer`, still restores it, with a
+        `DeprecationWarning`: restore it with `qta_integrations.persist.load`.)
 
         Args:
             tools: Anything `ToolCatalog.from_any` accepts.
@@ -272,6 +309,11 @@ class QTAPipeline:
     def has_rewriter(self) -> bool:
         """Whether a rewriter is configured (without loading it)."""
         return self._rewriter is not None or self._rewriter_factory is not None
+
+    @property
+    def pipeline(self) -> QTAPipeline:
+        """The pipeline itself: every face and the pipeline reach the core as ``.pipeline``."""
+        return self
 
     @property
     def k(self) -> int:
@@ -629,6 +671,12 @@ class QTAPipeline:
         return hits
 
     def _context(
+        self, queries: Sequence[str], histories: Sequence[Sequence[str]], **options: Any
+    ) -> SignalContext:
+        """`_context_steps` run blocking (``depth``, ``rewrite``, ``exclude`` as there)."""
+        return self._run(self._context_steps(queries, histories, **options))
+
+    def _context_steps(
         self,
         queries: Sequence[str],
         histories: Sequence[Sequence[str]],
@@ -637,10 +685,11 @@ class QTAPipeline:
         rewrite: bool,
         normalize: bool = True,
         exclude: Sequence[frozenset[str]] = (),
-    ) -> SignalContext:
+    ) -> Generator[_Step, Any, SignalContext]:
+        """Search, rewrite and search the rewrites: the signals' input, one `_Step` at a time."""
         entry_hits = [
             self._known_entries(h)
-            for h in self.index.search_entries_many(list(queries), self._entry_depth(depth))
+            for h in (yield _Step("entries", list(queries), self._entry_depth(depth)))
         ]
         rewrites: list[str | None] = [None] * len(queries)
         rewrite_hits: list[list[ToolHit] | None] = [None] * len(queries)
@@ -650,11 +699,11 @@ class QTAPipeline:
                 self.rewrite_request(q, tool_hits(h), hist)
                 for q, h, hist in zip(queries, entry_hits, histories, strict=True)
             ]
-            generated = rewriter.rewrite_batch(requests)
+            generated = yield _Step("rewrite", requests, rewriter=rewriter)
             to_search = [
                 i for i, (q, r) in enumerate(zip(queries, generated, strict=True)) if r != q
             ]
-            searched = self.index.search_many([generated[i] for i in to_search], depth)
+            searched = yield _Step("tools", [generated[i] for i in to_search], depth)
             for i, hits in zip(to_search, searched, strict=True):
                 rewrites[i], rewrite_hits[i] = generated[i], hits
         return SignalContext(
@@ -677,6 +726,40 @@ class QTAPipeline:
         if found is None:
             found = self.signals[name] = build_signal(name, self.signal_resources)
         return found
+
+    def _run(self, steps: Generator[_Step, Any, _T]) -> _T:
+        """Drive ``steps`` with the blocking store and rewriter calls (batched)."""
+        try:
+            step = next(steps)
+            while True:
+                if step.op == "dense":
+                    answer: Any = self._dense_hits(step.items, step.k)
+                elif step.op == "entries":
+                    answer = self.index.search_entries_many(step.items, step.k)
+                elif step.op == "tools":
+                    answer = self.index.search_many(step.items, step.k)
+                else:
+                    assert step.rewriter is not None
+                    answer = step.rewriter.rewrite_batch(step.items)
+                step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
+
+    async def _arun(self, steps: Generator[_Step, Any, _T]) -> _T:
+        """Drive ``steps`` with the async store and rewriter calls, awaited one by one."""
+        try:
+            step = next(steps)
+            while True:
+                if step.op in ("dense", "tools"):
+                    answer: Any = [await self.index.asearch(q, step.k) for q in step.items]
+                elif step.op == "entries":
+                    answer = [await self.index.asearch_entries(q, step.k) for q in step.items]
+                else:
+                    assert step.rewriter is not None
+                    answer = [await step.rewriter.arewrite(r) for r in step.items]
+                step = steps.send(answer)
+        except StopIteration as done:
+            return done.value
 
     def _signal_scores(
         self, context: SignalContext, names: Sequence[str]
@@ -756,27 +839,7 @@ class QTAPipeline:
                 "use retrieve(query) for one query, or wrap it: [query]."
             )
             raise TypeError(msg)
-        k = self._k(k)
-        chosen = self.selection_for(selection)
-        queries = [validate_query(q) for q in queries]
-        histories = self._histories(queries, histories)
-        weights = self.settings.fusion
-        fetch = k + len(chosen.always_include)  # always-included tools do not count against k
-        if weights.dense_only and not chosen.cuts:
-            results = [
-                self._result(q, None, [(h.tool_id, h.score) for h in hs], fetch)
-                for q, hs in zip(queries, self._dense_hits(queries, fetch), strict=True)
-            ]
-        else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
-            context = self._context(
-                queries,
-                histories,
-                depth=self.settings.fetch_depth(fetch),
-                rewrite=weights.uses_rewrite,
-                normalize=weights.normalize,
-            )
-            results = self._fused_results(context, fetch)
-        return [self._select(r, chosen, k) for r in results]
+        return self._run(self._retrieval_steps(queries, k, histories, selection))
 
     async def aretrieve(
         self,
@@ -786,38 +849,44 @@ class QTAPipeline:
         history: Sequence[str] | None = (),
         selection: ToolSelection | None = None,
     ) -> RetrievalResult:
-        """Async `retrieve`: the store and the rewriter are awaited, never run on the loop."""
+        """Async `retrieve`: the store and the rewriter are awaited, never run on the loop.
+
+        The same steps as `retrieve_batch`, driven with the store's and rewriter's async calls.
+        """
+        histories = [validate_history(history)]
+        steps = self._retrieval_steps([query], k, histories, selection)
+        return (await self._arun(steps))[0]
+
+    def _retrieval_steps(
+        self,
+        queries: Sequence[str],
+        k: int | None,
+        histories: Sequence[Sequence[str]] | None,
+        selection: ToolSelection | None,
+    ) -> Generator[_Step, Any, list[RetrievalResult]]:
+        """A retrieval as steps (`_Step`): `_run` drives it blocking, `_arun` awaiting."""
         k = self._k(k)
         chosen = self.selection_for(selection)
-        query = validate_query(query)
-        history = validate_history(history)
+        queries = [validate_query(q) for q in queries]
+        histories = self._histories(queries, histories)
         weights = self.settings.fusion
-        fetch = k + len(chosen.always_include)
+        fetch = k + len(chosen.always_include)  # always-included tools do not count against k
         if weights.dense_only and not chosen.cuts:
-            hits = await self.index.asearch(query, fetch)
-            result = self._result(query, None, [(h.tool_id, h.score) for h in hits], fetch)
-            return self._select(result, chosen, k)
-        depth = self.settings.fetch_depth(fetch)
-        entry_hits = self._known_entries(
-            await self.index.asearch_entries(query, self._entry_depth(depth))
-        )
-        rewrite: str | None = None
-        rewrite_hits: list[ToolHit] | None = None
-        rewriter = self.rewriter if weights.uses_rewrite else None
-        if rewriter is not None:
-            request = self.rewrite_request(query, tool_hits(entry_hits), history)
-            generated = await rewriter.arewrite(request)
-            if generated != query:
-                rewrite, rewrite_hits = generated, await self.index.asearch(generated, depth)
-        context = SignalContext(
-            queries=[query],
-            entry_hits=[entry_hits],
-            rewrite_hits=[rewrite_hits],
-            rewrites=[rewrite],
-            depth=depth,
-            normalize=weights.normalize,
-        )
-        return self._select(self._fused_results(context, fetch)[0], chosen, k)
+            found = yield _Step("dense", queries, fetch)
+            results = [
+                self._result(q, None, [(h.tool_id, h.score) for h in hs], fetch)
+                for q, hs in zip(queries, found, strict=True)
+            ]
+        else:  # a cut-off compares fused (standardised) scores, even for dense-only weights
+            context = yield from self._context_steps(
+                queries,
+                histories,
+                depth=self.settings.fetch_depth(fetch),
+                rewrite=weights.uses_rewrite,
+                normalize=weights.normalize,
+            )
+            results = self._fused_results(context, fetch)
+        return [self._select(r, chosen, k) for r in results]
 
     async def aretrieve_batch(
         self,
@@ -832,6 +901,90 @@ class QTAPipeline:
             self.retrieve_batch, queries, k=k, histories=histories, selection=selection
         )
 
+    def retrieve_turn(
+        self,
+        query: str,
+        *,
+        history: Sequence[str] | None = (),
+        context_query: str | None = None,
+        context_weight: float = 0.5,
+        k: int | None = None,
+        selection: ToolSelection | None = None,
+    ) -> RetrievalResult:
+        """The tools for one turn of a conversation: the selection an agent binds.
+
+        ``query`` (the last user turn; the rewriter sees ``history``) is retrieved a pool deep
+        (``max(4 k, 20)`` tools, at most the catalogue). With a ``context_query`` (the recent
+        turns joined, `qta_integrations.agents.conversation_query`), the index is searched
+        with it too and the two rankings are fused (`qta_integrations.ranking.fuse_hits`,
+        weight ``context_weight`` on the context search), so a follow-up such as "and
+        tomorrow?" keeps the earlier topic's tools. ``selection`` then decides, on the query's
+        own scores, how many to keep (at most ``k``); its always-included tools come last.
+
+        Args:
+            query: The last user turn.
+            history: Earlier user turns, oldest first.
+            context_query: The recent turns joined, or None (the first turn).
+            context_weight: Weight of the context search in the fused ranking, in [0, 1].
+            k: The most tools kept, not counting those always included; default
+                ``settings.k``.
+            selection: Tools always included and a score cut-off; default
+                ``settings.selection``.
+
+        Example:
+            .. code-block:: python
+
+                result = pipeline.retrieve_turn(
+                    "and in Berlin?", history=["weather in Paris?"],
+                    context_query="weather in Paris? and in Berlin?",
+                )
+                print(result.tool_ids)  # ['weather', ...]
+        """
+        steps = self._turn_steps(query, history, context_query, context_weight, k, selection)
+        return self._run(steps)
+
+    async def aretrieve_turn(self, query: str, **options: Any) -> RetrievalResult:
+        """Async `retrieve_turn` (the same keyword arguments): the same steps, awaited."""
+        return await self._arun(self._turn_steps(query, **options))
+
+    def _turn_steps(
+        self,
+        query: str,
+        history: Sequence[str] | None = (),
+        context_query: str | None = None,
+        context_weight: float = 0.5,
+        k: int | None = None,
+        selection: ToolSelection | None = None,
+    ) -> Generator[_Step, Any, RetrievalResult]:
+        if not 0.0 <= context_weight <= 1.0:
+            msg = f"context_weight must be in [0, 1], got {context_weight}. Use 0 to ignore it."
+            raise ValueError(msg)
+        k = self._k(k)
+        chosen = self.selection_for(selection)
+        pool = min(len(self.catalog), max(4 * k, 20))
+        # An infinite margin keeps the whole pool but scores it on the scale the cut-off uses.
+        uncut = ToolSelection(margin=math.inf) if chosen.cuts else ToolSelection()
+        histories = [validate_history(history)]
+        [result] = yield from self._retrieval_steps([query], pool, histories, uncut)
+        always = chosen.always_include
+        order = [t for t in result.tools if t.tool.id not in always]
+        if context_query is not None:
+            [context] = yield _Step("tools", [context_query], pool)
+            fused = fuse_hits(
+                [ToolHit(t.tool.id, t.score) for t in order],
+                [[h for h in context if h.tool_id not in always]],
+                alpha=context_weight,
+            )
+            reached = {t.tool.id: t for t in order}
+            order = [
+                replace(reached[h.tool_id], score=h.score)
+                if h.tool_id in reached
+                else RetrievedTool(self.catalog[h.tool_id], h.score, 0)
+                for h in fused
+                if h.tool_id in self.catalog
+            ]
+        return self._select(result, chosen, k, order)
+
     def selection_for(self, selection: ToolSelection | None) -> ToolSelection:
         """The selection a retrieval given ``selection`` uses (None: ``settings.selection``).
 
@@ -844,13 +997,26 @@ class QTAPipeline:
             chosen.check_tools(self.catalog, known=self.catalog.ids[:5])
         return chosen
 
-    def _select(self, result: RetrievalResult, selection: ToolSelection, k: int) -> RetrievalResult:
-        """Apply ``selection`` to a result ranked ``k + len(always_include)`` deep."""
-        if selection.is_default:
+    def _select(
+        self,
+        result: RetrievalResult,
+        selection: ToolSelection,
+        k: int,
+        order: Sequence[RetrievedTool] | None = None,
+    ) -> RetrievalResult:
+        """Apply ``selection`` to a result ranked ``k + len(always_include)`` deep.
+
+        How many tools are kept is decided on the result's own scores; ``order`` (the result's
+        tools re-ranked, as `retrieve_turn` fuses them with a context search) is what they are
+        then taken from.
+        """
+        if selection.is_default and order is None:
             return result
         always = selection.always_include
         ranked = [t for t in result.tools if t.tool.id not in always]
-        kept = ranked[: selection.count([t.score for t in ranked], k)]
+        kept = list(ranked if order is None else order)[
+            : selection.count([t.score for t in ranked], k)
+        ]
         tools = [replace(t, rank=rank) for rank, t in enumerate(kept, start=1)]
         reached = {t.tool.id: t for t in result.tools}
         floor = min((t.score for t in result.tools), default=0.0)

@@ -13,8 +13,6 @@ to the chat model for that turn:
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +23,10 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
-from qta_integrations.ranking import fuse_hits
-from qta_integrations.retrievers import as_pipeline
+from qta_integrations.retrievers.base import PipelineFace, pipeline_of
 from qta_integrations.selection import ToolSelection
 from qta_integrations.settings import RetrievalSettings
 from qta_integrations.sources.langchain import tool_from_langchain
-from qta_integrations.stores import ToolHit
 from qta_integrations.tools import ToolCatalog
 from qta_integrations.validation import check_positive_int, has_visible_text
 
@@ -172,25 +168,28 @@ def _catalog_from_registry(registry: Mapping[str, BaseTool]) -> ToolCatalog:
     return ToolCatalog(tool_from_langchain(t, tool_id=tool_id) for tool_id, t in registry.items())
 
 
-class QTAToolSelector:
+class QTAToolSelector(PipelineFace):
     """Select the tools for a conversation's last user turn with the QTA pipeline.
 
-    For the last user turn ``q`` with earlier user turns ``h``: the pipeline retrieves for ``q``
-    (its rewriter sees ``h``); when there is history, the index is also searched with the recent
-    turns joined (`ConversationQuery.context_query`) and the two lists are fused with
-    `qta_integrations.ranking.fuse_hits` (weight ``context_weight`` on the context search). So a
-    follow-up such as "and tomorrow?" keeps the earlier topic's tools, while a new request still
-    ranks its own tools first. The top ``k`` ids are returned; `tools_for` maps them back to the
-    LangChain tools to bind. With a `ToolSelection` (``selection=``, or the pipeline's), the
-    tools of ``always_include`` come after them on every turn, and a score cut-off decides how
-    many retrieved tools are bound, from the scores of the query's own retrieval.
+    The selector ranks nothing itself: it reads the conversation (`conversation_query`) and asks
+    the pipeline for the turn's selection (`QTAPipeline.retrieve_turn`). For the last user turn
+    ``q`` with earlier user turns ``h``, the pipeline retrieves for ``q`` (its rewriter sees
+    ``h``); when there is history, it also searches the recent turns joined
+    (`ConversationQuery.context_query`) and fuses the two rankings (weight ``context_weight`` on
+    the context search). So a follow-up such as "and tomorrow?" keeps the earlier topic's tools,
+    while a new request still ranks its own tools first. The top ``k`` ids are returned;
+    `tools_for` maps them back to the LangChain tools to bind. With a `ToolSelection`
+    (``selection=``, or the pipeline's), the tools of ``always_include`` come after them on every
+    turn, and a score cut-off decides how many retrieved tools are bound, from the scores of the
+    query's own retrieval.
 
     Args:
         retriever: A `QTARetriever` or a `QTAPipeline`.
         tools: The LangChain tools (or functions), keyed by name, or a ``{tool_id: tool}``
             mapping. Default: the tools the retriever's catalogue was built from.
         k: Tools bound per turn (the most, with a score cut-off), not counting those always
-            included; default the pipeline's ``k``.
+            included: written to the pipeline's ``settings.k``, which `k` reads; default the
+            settings' own.
         context_turns: Earlier user turns joined to the last one for the context search
             (0 searches the last turn only).
         context_weight: Weight of the context search in the fused score, in [0, 1].
@@ -222,6 +221,9 @@ class QTAToolSelector:
                                    ("user", "and for Berlin?")]))  # ['get_weather']
     """
 
+    pipeline: QTAPipeline
+    """The pipeline the selector asks for each turn's tools."""
+
     def __init__(
         self,
         retriever: Any,
@@ -232,7 +234,7 @@ class QTAToolSelector:
         context_weight: float = DEFAULT_CONTEXT_WEIGHT,
         selection: ToolSelection | None = None,
     ) -> None:
-        self.pipeline = as_pipeline(retriever)
+        self.pipeline = pipeline_of(retriever)
         self.pipeline.selection_for(selection)  # fail now for unknown tool ids
         self.selection = selection
         if k is not None:
@@ -243,7 +245,8 @@ class QTAToolSelector:
         if not 0.0 <= context_weight <= 1.0:
             msg = f"context_weight must be in [0, 1], got {context_weight}. Use 0 to ignore it."
             raise ValueError(msg)
-        self.k = k or self.pipeline.k
+        if k is not None:
+            self.k = k
         self.context_turns = context_turns
         self.context_weight = context_weight
         self._given = tools
@@ -267,40 +270,12 @@ class QTAToolSelector:
 
     # -- selection ----------------------------------------------------------------------
 
-    def _pool(self) -> int:
-        return min(len(self.pipeline.catalog), max(4 * self.k, 20))
-
-    def _pool_selection(self) -> tuple[ToolSelection, ToolSelection]:
-        """(the selection to apply, the one that retrieves the pool for it uncut)."""
-        chosen = self.pipeline.selection_for(self.selection)
-        # An infinite margin keeps the whole pool but scores it on the scale the cut-off uses.
-        return chosen, ToolSelection(margin=math.inf) if chosen.cuts else ToolSelection()
-
-    def _combine(
-        self,
-        result: RetrievalResult,
-        context_hits: list[ToolHit] | None,
-        selection: ToolSelection,
-    ) -> list[tuple[str, float | None]]:
-        always = selection.always_include
-        ranked = [t for t in result.tools if t.tool.id not in always]
-        count = selection.count([t.score for t in ranked], self.k)
-        included: list[tuple[str, float | None]] = [(tool_id, None) for tool_id in always]
-        if context_hits is None:
-            return [(t.tool.id, t.score) for t in ranked[:count]] + included
-        hits = [ToolHit(t.tool.id, t.score) for t in ranked]
-        context = [h for h in context_hits if h.tool_id not in always]
-        fused = fuse_hits(hits, [context], alpha=self.context_weight)
-        known = (h for h in fused if h.tool_id in self.pipeline.catalog)
-        best = [(h.tool_id, h.score) for _, h in zip(range(count), known, strict=False)]
-        return best + included
-
     def select(self, messages: Sequence[Any]) -> list[str]:
         """Tool ids for the last user turn: the best (at most ``k``), then those always included."""
         return [tool_id for tool_id, _ in self.select_scored(messages)]
 
     async def aselect(self, messages: Sequence[Any]) -> list[str]:
-        """Async `select`: the pipeline and the context search are awaited concurrently."""
+        """Async `select` (`QTAPipeline.aretrieve_turn`: the store and rewriter are awaited)."""
         return [tool_id for tool_id, _ in await self.aselect_scored(messages)]
 
     def select_scored(self, messages: Sequence[Any]) -> list[tuple[str, float | None]]:
@@ -311,28 +286,20 @@ class QTAToolSelector:
         included.
         """
         cq = conversation_query(messages, context_turns=self.context_turns)
-        chosen, pool = self._pool_selection()
-        result = self.pipeline.retrieve(
-            cq.query, k=self._pool(), history=cq.history, selection=pool
-        )
-        context = (
-            self.pipeline.index.search(cq.context_query, self._pool()) if cq.context_query else None
-        )
-        return self._combine(result, context, chosen)
+        return _scored(self.pipeline.retrieve_turn(cq.query, **self._turn(cq)))
 
     async def aselect_scored(self, messages: Sequence[Any]) -> list[tuple[str, float | None]]:
-        """Async `select_scored`: the pipeline and the context search are awaited concurrently."""
+        """Async `select_scored`."""
         cq = conversation_query(messages, context_turns=self.context_turns)
-        chosen, pool = self._pool_selection()
-        retrieval = self.pipeline.aretrieve(
-            cq.query, k=self._pool(), history=cq.history, selection=pool
-        )
-        if cq.context_query is None:
-            return self._combine(await retrieval, None, chosen)
-        result, context = await asyncio.gather(
-            retrieval, self.pipeline.index.asearch(cq.context_query, self._pool())
-        )
-        return self._combine(result, context, chosen)
+        return _scored(await self.pipeline.aretrieve_turn(cq.query, **self._turn(cq)))
+
+    def _turn(self, cq: ConversationQuery) -> dict[str, Any]:
+        return {
+            "history": cq.history,
+            "context_query": cq.context_query,
+            "context_weight": self.context_weight,
+            "selection": self.selection,
+        }
 
     def tools_for(self, tool_ids: Sequence[str]) -> list[BaseTool]:
         """The LangChain tools for ``tool_ids``.
@@ -490,7 +457,7 @@ def bigtool_retrieve_functions(
                                    retrieve_tools_coroutine=aretrieve)
             agent = builder.compile()
     """
-    pipeline = as_pipeline(retriever)
+    pipeline = pipeline_of(retriever)
     check_positive_int("k", k)
 
     def retrieve_tools(query: str) -> list[str]:
@@ -502,3 +469,8 @@ def bigtool_retrieve_functions(
         return (await pipeline.aretrieve(query, k=k)).tool_ids
 
     return retrieve_tools, aretrieve_tools
+
+
+def _scored(result: RetrievalResult) -> list[tuple[str, float | None]]:
+    # The turn's ranking score of each tool; None for a tool that is always included.
+    return [(t.tool.id, None if t.always_included else t.score) for t in result.tools]

@@ -33,7 +33,7 @@ from qta_integrations.agents.langgraph import (
     ToolsArg,
 )
 from qta_integrations.pipeline import QTAPipeline
-from qta_integrations.retrievers import as_pipeline
+from qta_integrations.retrievers.base import pipeline_of
 from qta_integrations.selection import ToolSelection
 from qta_integrations.validation import check_positive_int, has_visible_text
 
@@ -279,7 +279,7 @@ class QTAToolSelectorMiddleware(AgentMiddleware):
                 msg = "tools is empty: pass the agent's LangChain tools (or functions)."
                 raise ValueError(msg)
             retriever = QTAPipeline.from_tools(tools)
-        pipeline = as_pipeline(retriever)
+        pipeline = pipeline_of(retriever)
         kwargs: dict[str, Any] = {
             "k": self.max_tools,
             "context_turns": self.context_turns,

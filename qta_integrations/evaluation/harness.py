@@ -383,14 +383,22 @@ def build_pipeline(
         index = ExactToolIndex(resolve_embeddings(embeddings))
     spec: Any = None
     if method in ("qta", "qta-paper"):
-        spec = adapter if adapter is not None else rewriter if rewriter is not None else "default"
+        spec = rewriter if rewriter is not None else "default"
         if isinstance(spec, Path):
             spec = str(spec)
     if method == "hybrid":
         kwargs.setdefault("fusion", HYBRID_WEIGHTS)
     elif method == "dense":
         kwargs.setdefault("fusion", FusionWeights())
-    pipeline = QTAPipeline(catalog, index, spec, show_progress=show_progress, **kwargs)
+    pipeline: QTAPipeline
+    if adapter is not None:  # its rewriter, fitted weights and labelled examples
+        from qta_integrations import persist
+
+        pipeline = persist.load(
+            adapter, tools=catalog, index=index, show_progress=show_progress, **kwargs
+        )
+    else:
+        pipeline = QTAPipeline(catalog, index, spec, show_progress=show_progress, **kwargs)
     if method == "qta-paper":
         # The paper's fusion over the (possibly aligned) rewriter: no labels on the tool side.
         pipeline.memory.clear()

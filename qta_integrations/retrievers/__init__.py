@@ -1,32 +1,24 @@
-"""Framework adapters: thin layers over `qta_integrations.pipeline.QTAPipeline`."""
+"""The retriever faces: thin layers over `qta_integrations.pipeline.QTAPipeline`.
+
+Every face reaches the core through one attribute, ``.pipeline`` (a pipeline's is itself);
+their shared lifecycle is `qta_integrations.retrievers.base.RetrieverLifecycle`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from qta_integrations.pipeline import QTAPipeline
+from qta_integrations.retrievers.base import pipeline_of, warn_deprecated
 
 __all__ = ["as_pipeline"]
 
 
 def as_pipeline(retriever: Any) -> QTAPipeline:
-    """The `QTAPipeline` behind a `QTARetriever`, a `QTALlamaIndexRetriever`, or a pipeline.
+    """Deprecated: every face and the pipeline have ``.pipeline``; read that attribute.
 
     Raises:
-        TypeError: for anything else, naming the type received.
+        TypeError: for anything without a pipeline, naming the type received.
     """
-    if isinstance(retriever, QTAPipeline):
-        return retriever
-    from qta_integrations.retrievers.langchain import QTARetriever
-    from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever
-
-    if isinstance(retriever, QTARetriever):
-        return retriever.core
-    if isinstance(retriever, QTALlamaIndexRetriever):
-        return retriever.pipeline
-    msg = (
-        f"retriever must be a QTARetriever, a QTALlamaIndexRetriever or a QTAPipeline, got "
-        f"{type(retriever).__name__}. Build one with QTARetriever(tools=...) or "
-        "QTAPipeline.from_tools(...)."
-    )
-    raise TypeError(msg)
+    warn_deprecated("qta_integrations.retrievers.as_pipeline(retriever)", "retriever.pipeline")
+    return pipeline_of(retriever)

@@ -19,12 +19,10 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from qta_integrations.memory import MemoryExample
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.retrievers.base import RetrieverLifecycle, warn_deprecated
 from qta_integrations.selection import ToolSelection
 from qta_integrations.settings import RetrievalSettings
-from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
-from qta_integrations.stores import SyncResult
 from qta_integrations.tools import ToolsLike
 from qta_integrations.validation import (
     check_positive_int,
@@ -71,7 +69,7 @@ async def _afinish(
         await run.on_retriever_end(outcome)
 
 
-class QTARetriever(BaseRetriever):
+class QTARetriever(RetrieverLifecycle, BaseRetriever):
     """Tool retriever with query-tool alignment (QTA, arXiv 2410.03212).
 
     One search of the wrapped vector store (embedded Chroma by default) returns the nearest
@@ -114,7 +112,7 @@ class QTARetriever(BaseRetriever):
                 {"query": "do I need a coat in Oslo?", "tools": ["weather"]},
                 {"query": "what does ACME trade at?", "tools": ["quote"]},
             ])
-            print(retriever.core.fusion)
+            print(retriever.pipeline.fusion)
 
     Use within a chain:
         .. code-block:: python
@@ -136,12 +134,13 @@ class QTARetriever(BaseRetriever):
             print((await retriever.ainvoke("forecast for Oslo"))[0].id)  # weather.get_forecast
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
     tools: Any = None
     """The catalogue: dicts, a JSON/JSONL path, LangChain or LlamaIndex tools, or a ToolCatalog."""
-    k: int = 5
-    """Number of tools returned; override per call with ``invoke(query, k=3)``."""
+    requested_k: int | None = Field(default=None, alias="k", exclude=True, repr=False)
+    """``k=`` as passed: written to the pipeline's ``settings.k``, which `k` reads (default 5);
+    override per call with ``invoke(query, k=3)``."""
     embeddings: Any = None
     """LangChain or LlamaIndex embeddings; default all-MiniLM-L6-v2 (offline)."""
     vectorstore: Any = None
@@ -151,22 +150,25 @@ class QTARetriever(BaseRetriever):
     persist_directory: str | os.PathLike[str] | None = None
     """Keep the embedded Chroma index on disk here (in memory when None)."""
     rewriter: Any = "default"
-    """'default' (SmolLM2-135M-Instruct), an adapter directory, a QueryRewriter, a LangChain
-    chat model / Runnable, or None for plain dense retrieval."""
+    """'default' (SmolLM2-135M-Instruct), an adapter directory (its rewriter alone: restore its
+    fitted state with `from_persist_dir`), a QueryRewriter, a LangChain chat model / Runnable,
+    or None for plain dense retrieval."""
     settings: RetrievalSettings | None = None
     """Retrieval settings (fetch depth, context tools, fusion weights); an explicit ``k`` wins."""
     selection: ToolSelection | None = None
     """Which ranked tools are returned: tools always included, a score cut-off (see
     `qta_integrations.selection`); default the pipeline's (``settings.selection``)."""
-    pipeline: QTAPipeline | None = Field(default=None, exclude=True)
-    """A prebuilt pipeline; when given, the component fields above are ignored."""
+    # None only until _build_pipeline (the model validator) has built it.
+    pipeline: QTAPipeline = Field(default=None, exclude=True)  # type: ignore[assignment]
+    """The pipeline: built from the fields above, or given prebuilt (they are then ignored)."""
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_unknown_fields(cls, data: Any) -> Any:
         """An unknown keyword (say ``fetch_k=0``) is an error, never silently ignored."""
         if isinstance(data, dict):
-            unknown = sorted(str(key) for key in data if key not in cls.model_fields)
+            known = {*cls.model_fields, "k"}
+            unknown = sorted(str(key) for key in data if key not in known)
             if unknown:
                 from dataclasses import fields
 
@@ -181,10 +183,23 @@ class QTARetriever(BaseRetriever):
                 raise ValueError(msg)
         return data
 
-    @field_validator("k", mode="before")
+    @field_validator("requested_k", mode="before")
     @classmethod
     def _check_k(cls, value: Any) -> int:
-        return check_positive_int("k", value)  # before pydantic turns True or "3" into an int
+        # Only a k passed runs this (an explicit None is refused too), before pydantic turns
+        # True or "3" into an int.
+        return check_positive_int("k", value)
+
+    @field_validator("pipeline", mode="plain")
+    @classmethod
+    def _check_pipeline(cls, value: Any) -> QTAPipeline | None:
+        if value is None or isinstance(value, QTAPipeline):
+            return value
+        msg = (
+            f"pipeline must be a QTAPipeline, got {type(value).__name__}. Pass tools= to build "
+            "one, or QTAPipeline.from_tools(...)."
+        )
+        raise TypeError(msg)
 
     @field_validator("persist_directory", mode="before")
     @classmethod
@@ -209,19 +224,23 @@ class QTARetriever(BaseRetriever):
                 rewriter=self.rewriter,
                 settings=self.settings,
                 # Only a k passed here overrides settings.k (as in LlamaIndex's from_defaults).
-                **({"k": self.k} if "k" in self.model_fields_set else {}),
+                **({"k": self.requested_k} if self.requested_k is not None else {}),
                 # A selection given here is the pipeline's: fitted (if adaptive) and saved.
                 **({"selection": self.selection} if self.selection is not None else {}),
             )
-        if "k" not in self.model_fields_set:
-            self.k = self.pipeline.k  # the pipeline's k (its settings') is the default
+        elif self.requested_k is not None:
+            self.k = self.requested_k  # written to the given pipeline's settings
         self.pipeline.selection_for(self.selection)  # fail now for unknown tool ids
         return self
 
+    @classmethod
+    def _from_tools(cls, tools: ToolsLike, **kwargs: Any) -> QTARetriever:
+        return cls(tools=tools, **kwargs)
+
     @property
     def core(self) -> QTAPipeline:
-        """The pipeline every adapter shares."""
-        assert self.pipeline is not None  # set by the validator
+        """Deprecated: the pipeline is `pipeline`."""
+        warn_deprecated("QTARetriever.core", "QTARetriever.pipeline")
         return self.pipeline
 
     def _get_relevant_documents(
@@ -234,7 +253,7 @@ class QTARetriever(BaseRetriever):
     ) -> list[Document]:
         history = validate_history(history)
         k = self.k if k is None else k
-        result = self.core.retrieve(query, k=k, history=history, selection=self.selection)
+        result = self.pipeline.retrieve(query, k=k, history=history, selection=self.selection)
         return result_to_documents(result)
 
     async def _aget_relevant_documents(
@@ -247,102 +266,10 @@ class QTARetriever(BaseRetriever):
     ) -> list[Document]:
         history = validate_history(history)
         k = self.k if k is None else k
-        result = await self.core.aretrieve(query, k=k, history=history, selection=self.selection)
-        return result_to_documents(result)
-
-    @classmethod
-    def from_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTARetriever:
-        """Build the retriever over every tool of some MCP servers.
-
-        The tools are listed with `qta_integrations.sources.mcp.load_mcp_tools`: ids are
-        ``"<server>.<tool>"``, each document's ``metadata`` names its ``mcp_server``, and the
-        catalogue's tools are the LangChain tools to bind and call (async: ``ainvoke``). In
-        async code use `afrom_mcp`.
-
-        Args:
-            connections: Server name -> connection, as ``MultiServerMCPClient`` takes them.
-            tool_name_prefix: Bind tools as ``"<server>_<tool>"`` (needed when two servers
-                have a tool of the same name).
-            timeout: Seconds each server has to list its tools.
-            **kwargs: `QTARetriever` fields: ``k``, ``embeddings``, ``vectorstore``,
-                ``rewriter`` ...
-
-        Raises:
-            ImportError: without the ``mcp`` extra.
-            ConnectionError: if a server cannot be reached or started.
-            TimeoutError: if a server does not answer in time.
-            ValueError: for bad connections or tools (see `load_mcp_tools`).
-
-        Example:
-            .. code-block:: python
-
-                connections = {
-                    "weather": {"transport": "stdio", "command": "python",
-                                "args": ["weather_server.py"]},
-                    "crm": {"transport": "streamable_http", "url": "http://127.0.0.1:8000/mcp"},
-                }
-                retriever = QTARetriever.from_mcp(connections, k=5)
-        """
-        from qta_integrations.sources.mcp import load_mcp_tools
-
-        tools = load_mcp_tools(connections, tool_name_prefix=tool_name_prefix, timeout=timeout)
-        return cls(tools=tools, **kwargs)
-
-    @classmethod
-    async def afrom_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTARetriever:
-        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
-        from qta_integrations.sources.mcp import aload_mcp_tools
-
-        tools = await aload_mcp_tools(
-            connections, tool_name_prefix=tool_name_prefix, timeout=timeout
+        result = await self.pipeline.aretrieve(
+            query, k=k, history=history, selection=self.selection
         )
-        return await asyncio.to_thread(lambda: cls(tools=tools, **kwargs))
-
-    def update_catalog(self, tools: ToolsLike) -> SyncResult:
-        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`).
-
-        Only new and edited tools are embedded; removed ones leave the index, and labelled
-        examples that name them are dropped (with a warning).
-
-        Example:
-            .. code-block:: python
-
-                from qta_integrations.sources.mcp import aload_mcp_tools
-
-                result = retriever.update_catalog(await aload_mcp_tools(connections))
-                print(result)  # SyncResult(num_added=1, num_updated=1, num_skipped=88, ...)
-        """
-        result = self.core.update_catalog(tools)
-        self.tools = tools
-        return result
-
-    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`).
-
-        Example:
-            .. code-block:: python
-
-                retriever.add_examples([{"query": "umbrella in Oslo?", "tools": ["weather"]}])
-        """
-        return self.core.add_examples(examples, fit=fit)
-
-    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
-        return self.core.remove_examples(queries, fit=fit)
+        return result_to_documents(result)
 
     # -- batches ----------------------------------------------------------------------
     #
@@ -379,7 +306,7 @@ class QTARetriever(BaseRetriever):
         outcomes, todo, options = self._plan_batch(inputs, kwargs)
         if todo:
             try:
-                results = self.core.retrieve_batch(
+                results = self.pipeline.retrieve_batch(
                     [inputs[i] for i in todo], selection=self.selection, **options
                 )
             except Exception as err:
@@ -421,7 +348,7 @@ class QTARetriever(BaseRetriever):
         outcomes, todo, options = self._plan_batch(inputs, kwargs)
         if todo:
             try:
-                results = await self.core.aretrieve_batch(
+                results = await self.pipeline.aretrieve_batch(
                     [inputs[i] for i in todo], selection=self.selection, **options
                 )
             except Exception as err:
@@ -506,42 +433,35 @@ class QTARetriever(BaseRetriever):
 
     # -- saving -------------------------------------------------------------------------
 
-    def persist(self, directory: str | os.PathLike[str]) -> None:
-        """Save the retriever to ``directory`` (`qta_integrations.persist.save`).
+    @classmethod
+    def from_persist_dir(cls, directory: str | os.PathLike[str], **kwargs: Any) -> QTARetriever:
+        """Restore fitted state: a retriever saved with `persist`, or a trained adapter.
 
-        Writes the catalogue, the index's vectors (or a reference to your own store), which
-        embeddings and rewriter were used, and the pipeline's state (settings, fitted fusion,
-        labelled examples). `from_persist_dir` reloads it without embedding anything.
+        The one restore call (`qta_integrations.persist.load`), a named constructor as
+        LlamaIndex's ``from_persist_dir`` and LangChain's ``FAISS.load_local`` are. A directory
+        written by `persist` comes back whole, nothing embedded; one written by `QTATrainer`
+        (``qta train --output DIR``) needs ``tools=`` and restores its rewriter, fitted
+        weights and labelled examples over them.
+
+        Args:
+            directory: The directory written by `persist` or by `QTATrainer`.
+            **kwargs: As `qta_integrations.persist.load`: ``tools`` (the live tool objects;
+                required for an adapter), ``embeddings`` (needed unless the default model was
+                used), ``vectorstore`` / ``llama_index`` (your own store, passed again),
+                ``rewriter`` (replaces the saved one), ``settings`` or single settings such as
+                ``k=3``.
+
+        Raises:
+            FileNotFoundError: if ``directory`` holds no saved retriever or adapter.
+            qta_integrations.persist.PersistError: if its ``qta_manifest.json`` is broken or of
+                an unknown version.
+            ValueError: if something saved cannot be rebuilt without being passed in.
 
         Example:
             .. code-block:: python
 
-                retriever.persist("saved-retriever")
                 retriever = QTARetriever.from_persist_dir("saved-retriever")
-
-        Raises:
-            ValueError: if ``directory`` is empty or names a file.
-        """
-        from qta_integrations import persist
-
-        persist.save(self.core, directory)
-
-    @classmethod
-    def from_persist_dir(cls, directory: str | os.PathLike[str], **kwargs: Any) -> QTARetriever:
-        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
-
-        Args:
-            directory: The directory written by `persist`.
-            **kwargs: As `qta_integrations.persist.load`: ``tools`` (the live tool objects),
-                ``embeddings`` (needed unless the default model was used), ``vectorstore`` /
-                ``llama_index`` (your own store, passed again), ``rewriter`` (replaces the saved
-                one), ``settings`` or single settings such as ``k=3``.
-
-        Raises:
-            FileNotFoundError: if ``directory`` holds no saved retriever.
-            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
-                an unknown version.
-            ValueError: if something saved cannot be rebuilt without being passed in.
+                retriever = QTARetriever.from_persist_dir("qta-adapter", tools=tools)
         """
         from qta_integrations import persist
 
@@ -553,7 +473,7 @@ class QTARetriever(BaseRetriever):
         """A LlamaIndex ``BaseRetriever`` sharing this retriever's pipeline."""
         from qta_integrations.retrievers.llama_index import QTALlamaIndexRetriever
 
-        return QTALlamaIndexRetriever(pipeline=self.core, **kwargs)
+        return QTALlamaIndexRetriever(pipeline=self.pipeline, **kwargs)
 
     def as_tool_retriever(self, **kwargs: Any) -> Any:
         """A LlamaIndex ``ObjectRetriever`` returning the tools themselves.
@@ -562,4 +482,4 @@ class QTARetriever(BaseRetriever):
         """
         from qta_integrations.retrievers.llama_index import QTAToolRetriever
 
-        return QTAToolRetriever(pipeline=self.core, **kwargs)
+        return QTAToolRetriever(pipeline=self.pipeline, **kwargs)

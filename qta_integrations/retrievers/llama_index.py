@@ -11,12 +11,11 @@ reloaded with ``from_persist_dir(dir)`` without embedding the catalogue again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
@@ -26,13 +25,12 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, QueryType, TextNode
 
 from qta_integrations import persist
-from qta_integrations.memory import MemoryExample
 from qta_integrations.persist import SAVED
 from qta_integrations.pipeline import QTAPipeline, RetrievalResult
+from qta_integrations.retrievers.base import RetrieverLifecycle, warn_deprecated
 from qta_integrations.selection import ToolSelection
 from qta_integrations.settings import RetrievalSettings
-from qta_integrations.sources.mcp import DEFAULT_TIMEOUT, MCPConnections
-from qta_integrations.stores import SyncResult
+from qta_integrations.sources.mcp import Framework
 from qta_integrations.stores.chroma import CHROMA_DIR
 from qta_integrations.tools import ToolCatalog, ToolsLike
 from qta_integrations.validation import check_positive_int, check_storage_directory, validate_query
@@ -84,7 +82,8 @@ def _check_query(query: Any) -> QueryType:
     return query
 
 
-def _resolve_k(pipeline: QTAPipeline, k: int | None, similarity_top_k: int | None) -> int:
+def _resolve_k(k: int | None, similarity_top_k: int | None) -> int | None:
+    """The ``k`` asked for (None: keep the settings' own), under either of its names."""
     if k is not None and similarity_top_k is not None and k != similarity_top_k:
         msg = (
             f"Got k={k} and similarity_top_k={similarity_top_k}; they are the same setting: "
@@ -92,13 +91,10 @@ def _resolve_k(pipeline: QTAPipeline, k: int | None, similarity_top_k: int | Non
         )
         raise ValueError(msg)
     value = k if k is not None else similarity_top_k
-    if value is None:
-        return pipeline.k
-    check_positive_int("k", value)
-    return value
+    return None if value is None else check_positive_int("k", value)
 
 
-class QTALlamaIndexRetriever(BaseRetriever):
+class QTALlamaIndexRetriever(RetrieverLifecycle, BaseRetriever):
     """LlamaIndex retriever over the QTA pipeline: one ``NodeWithScore`` per tool.
 
     Each node's id is the tool id, its text ``"name: description"``, its score the fused QTA
@@ -108,7 +104,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
     Args:
         pipeline: The QTA pipeline (build one with `from_defaults`, or share a
             `QTARetriever`'s through ``QTARetriever.as_llama_index_retriever()``).
-        k: Number of tools returned; defaults to the pipeline's ``k``.
+        k: Number of tools returned, written to the pipeline's ``settings.k`` (which `k`
+            reads); default: the settings' own.
         similarity_top_k: LlamaIndex's name for ``k`` (pass one of the two).
         selection: Tools always included and a score cut-off (`ToolSelection`); default the
             pipeline's (``settings.selection``).
@@ -158,6 +155,9 @@ class QTALlamaIndexRetriever(BaseRetriever):
             engine = RetrieverQueryEngine.from_args(retriever, llm=llm)
     """
 
+    pipeline: QTAPipeline
+    """The pipeline this retriever is a face of."""
+
     def __init__(
         self,
         pipeline: QTAPipeline,
@@ -175,7 +175,9 @@ class QTALlamaIndexRetriever(BaseRetriever):
             )
             raise TypeError(msg)
         self.pipeline = pipeline
-        self.k = _resolve_k(pipeline, k, similarity_top_k)
+        requested = _resolve_k(k, similarity_top_k)
+        if requested is not None:
+            self.k = requested
         pipeline.selection_for(selection)  # fail now for unknown tool ids
         self.selection = selection
         super().__init__(callback_manager=callback_manager, verbose=verbose)
@@ -256,76 +258,8 @@ class QTALlamaIndexRetriever(BaseRetriever):
         return retriever
 
     @classmethod
-    def from_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTALlamaIndexRetriever:
-        """Build the retriever over every tool of some MCP servers (node id ``"<server>.<tool>"``).
-
-        Args:
-            connections: Server name -> connection (see `qta_integrations.sources.mcp`).
-            tool_name_prefix: Name tools ``"<server>_<tool>"`` (needed when two servers have a
-                tool of the same name).
-            timeout: Seconds each server has to list its tools.
-            **kwargs: As `from_defaults` (``embed_model``, ``k``, ``rewriter`` ...).
-
-        Raises:
-            ImportError: without the ``mcp`` extra.
-            ConnectionError: if a server cannot be reached or started.
-            TimeoutError: if a server does not answer in time.
-            ValueError: for bad connections or tools.
-        """
-        from qta_integrations.sources.mcp import load_mcp_tools
-
-        tools = load_mcp_tools(connections, tool_name_prefix=tool_name_prefix, timeout=timeout)
+    def _from_tools(cls, tools: ToolsLike, **kwargs: Any) -> QTALlamaIndexRetriever:
         return cls.from_defaults(tools, **kwargs)
-
-    @classmethod
-    async def afrom_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTALlamaIndexRetriever:
-        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
-        from qta_integrations.sources.mcp import aload_mcp_tools
-
-        tools = await aload_mcp_tools(
-            connections, tool_name_prefix=tool_name_prefix, timeout=timeout
-        )
-        return await asyncio.to_thread(cls.from_defaults, tools, **kwargs)
-
-    def update_catalog(self, tools: ToolsLike) -> SyncResult:
-        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`)."""
-        return self.pipeline.update_catalog(tools)
-
-    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`)."""
-        return self.pipeline.add_examples(examples, fit=fit)
-
-    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
-        return self.pipeline.remove_examples(queries, fit=fit)
-
-    def persist(self, persist_dir: str | os.PathLike[str]) -> None:
-        """Save the retriever to ``persist_dir`` (`qta_integrations.persist.save`).
-
-        Writes the catalogue, the index's vectors (the embedded Chroma's directory, or
-        LlamaIndex's storage files for a ``VectorStoreIndex``) or a reference to the store, which
-        embeddings and rewriter were used, and the pipeline's state (settings, fitted fusion,
-        labelled examples) in ``qta_retriever.json``. Reloading with `from_persist_dir` embeds
-        nothing.
-
-        Raises:
-            ValueError: if ``persist_dir`` is empty or names a file.
-        """
-        persist.save(self.pipeline, persist_dir)
 
     @classmethod
     def from_persist_dir(
@@ -344,13 +278,17 @@ class QTALlamaIndexRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> QTALlamaIndexRetriever:
-        """Reload a retriever saved with `persist` (`qta_integrations.persist.load`).
+        """Restore fitted state: a retriever saved with `persist`, or a trained adapter.
+
+        The one restore call (`qta_integrations.persist.load`). A directory written by
+        `persist` comes back whole, nothing embedded; one written by `QTATrainer` needs
+        ``tools=`` and restores its rewriter, fitted weights and labelled examples over them.
 
         Args:
-            persist_dir: The directory written by `persist`.
+            persist_dir: The directory written by `persist` or by `QTATrainer`.
             tools: The same tools as live objects (e.g. LlamaIndex ``FunctionTool``s, which
                 cannot be saved); their ids must match the saved catalogue. Default: the saved
-                catalogue.
+                catalogue; required for an adapter.
             embed_model: The embedding model used when saving. Needed unless it was the default.
             index: The LlamaIndex index, when the saved retriever used your own (its vector
                 store keeps the nodes, so it was not copied).
@@ -367,12 +305,16 @@ class QTALlamaIndexRetriever(BaseRetriever):
 
         Raises:
             FileNotFoundError: if ``persist_dir`` holds no saved retriever.
-            qta_integrations.persist.PersistError: if its ``qta_retriever.json`` is broken or of
+            qta_integrations.persist.PersistError: if its ``qta_manifest.json`` is broken or of
                 an unknown version.
             ValueError: if ``tools`` differ from the saved catalogue, or the saved embeddings,
                 index or rewriter cannot be rebuilt without being passed in.
         """
-        overrides = {"k": k, "fetch_k": fetch_k, "num_context_tools": num_context_tools}
+        overrides: dict[str, Any] = {
+            "k": k,
+            "fetch_k": fetch_k,
+            "num_context_tools": num_context_tools,
+        }
         pipeline = persist.load(
             check_storage_directory("persist_dir", persist_dir),
             tools=tools,
@@ -461,7 +403,7 @@ class _ToolObjectMapping(BaseObjectNodeMapping[Any]):
         raise NotImplementedError(msg)
 
 
-class QTAToolRetriever(ObjectRetriever[Any]):
+class QTAToolRetriever(RetrieverLifecycle, ObjectRetriever[Any]):
     """Retrieves the LlamaIndex tools themselves, for an agent's ``tool_retriever=``.
 
     ``retrieve(query)`` / ``aretrieve(query)`` return the original tool objects (e.g.
@@ -482,20 +424,12 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         .. code-block:: python
 
             from llama_index.core.agent.workflow import FunctionAgent
-            from llama_index.core.tools import FunctionTool
             from qta_integrations import QTAToolRetriever
 
-            def get_weather(city: str) -> str:
-                \"\"\"Current weather and forecast for a city.\"\"\"
-                return f"Sunny in {city}"
-
-            def get_stock_quote(ticker: str) -> str:
-                \"\"\"Latest price of a stock ticker symbol.\"\"\"
-                return f"{ticker}: 123.4"
-
-            tools = [FunctionTool.from_defaults(fn) for fn in (get_weather, get_stock_quote)]
+            # tools: LlamaIndex tools, as in the QTALlamaIndexRetriever example
             tool_retriever = QTAToolRetriever.from_defaults(tools, k=1)
             print(tool_retriever.retrieve("umbrella in Paris?")[0].metadata.name)  # get_weather
+            # Or over a node retriever's pipeline: QTAToolRetriever(retriever=retriever)
 
             llm = ...  # a LlamaIndex function-calling LLM
             agent = FunctionAgent(tool_retriever=tool_retriever, llm=llm)
@@ -534,8 +468,28 @@ class QTAToolRetriever(ObjectRetriever[Any]):
             object_node_mapping=_ToolObjectMapping(lambda: pipeline.catalog),
             node_postprocessors=node_postprocessors,
         )
-        self.qta_retriever = retriever
         self._names: tuple[ToolCatalog, dict[str, Any]] | None = None
+
+    _mcp_framework: ClassVar[Framework] = "llama_index"  # the tools an agent calls
+
+    @property
+    def pipeline(self) -> QTAPipeline:
+        """The pipeline, shared with the wrapped `QTALlamaIndexRetriever` (`retriever`)."""
+        return self.retriever.pipeline
+
+    @property
+    def retriever(self) -> QTALlamaIndexRetriever:
+        """The `QTALlamaIndexRetriever` whose nodes are mapped back to tools."""
+        return cast(QTALlamaIndexRetriever, self._retriever)
+
+    @property
+    def qta_retriever(self) -> QTALlamaIndexRetriever:
+        """Deprecated: the node retriever is `retriever`, the pipeline `pipeline`."""
+        warn_deprecated(
+            "QTAToolRetriever.qta_retriever",
+            "QTAToolRetriever.pipeline (or .retriever for the node retriever)",
+        )
+        return self.retriever
 
     @classmethod
     def from_defaults(cls, tools: ToolsLike, **kwargs: Any) -> QTAToolRetriever:
@@ -543,74 +497,11 @@ class QTAToolRetriever(ObjectRetriever[Any]):
         return cls(retriever=QTALlamaIndexRetriever.from_defaults(tools, **kwargs))
 
     @classmethod
-    def from_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTAToolRetriever:
-        """Retrieve among every tool of some MCP servers, as LlamaIndex ``FunctionTool``s.
-
-        Each tool calls its server (`qta_integrations.sources.mcp`, ``framework="llama_index"``)
-        and offers the model the server's own input schema; pass the retriever as an agent's
-        ``tool_retriever=``.
-
-        Args:
-            connections: Server name -> connection (see `qta_integrations.sources.mcp`).
-            tool_name_prefix: Name tools ``"<server>_<tool>"`` (needed when two servers have a
-                tool of the same name).
-            timeout: Seconds each server has to list its tools.
-            **kwargs: As `QTALlamaIndexRetriever.from_defaults` (``embed_model``, ``k`` ...).
-
-        Raises:
-            ImportError: without the ``mcp`` extra.
-            ConnectionError: if a server cannot be reached or started.
-            TimeoutError: if a server does not answer in time.
-            ValueError: for bad connections or tools.
-
-        Example:
-            .. code-block:: python
-
-                connections = {"weather": {"transport": "streamable_http",
-                                           "url": "http://127.0.0.1:8000/mcp"}}
-                tool_retriever = QTAToolRetriever.from_mcp(connections, k=3)
-                agent = FunctionAgent(tool_retriever=tool_retriever, llm=llm)
-        """
-        from qta_integrations.sources.mcp import load_mcp_tools
-
-        tools = load_mcp_tools(
-            connections, tool_name_prefix=tool_name_prefix, timeout=timeout, framework="llama_index"
-        )
+    def _from_tools(cls, tools: ToolsLike, **kwargs: Any) -> QTAToolRetriever:
         return cls.from_defaults(tools, **kwargs)
 
-    @classmethod
-    async def afrom_mcp(
-        cls,
-        connections: MCPConnections,
-        *,
-        tool_name_prefix: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> QTAToolRetriever:
-        """Async `from_mcp`: the servers are listed on the loop, the tools embedded off it."""
-        from qta_integrations.sources.mcp import aload_mcp_tools
-
-        tools = await aload_mcp_tools(
-            connections, tool_name_prefix=tool_name_prefix, timeout=timeout, framework="llama_index"
-        )
-        return await asyncio.to_thread(cls.from_defaults, tools, **kwargs)
-
-    def update_catalog(self, tools: ToolsLike) -> SyncResult:
-        """Replace the tools and re-sync the index (see `QTAPipeline.update_catalog`).
-
-        Raises:
-            TypeError: if a tool is not a LlamaIndex tool (the catalogue is left as it was).
-        """
-        catalog = ToolCatalog.from_any(tools)
+    def _check_catalog(self, catalog: ToolCatalog) -> None:
         _check_tool_objects(catalog)
-        return self.qta_retriever.update_catalog(catalog)
 
     @classmethod
     def from_persist_dir(
@@ -621,20 +512,8 @@ class QTAToolRetriever(ObjectRetriever[Any]):
             retriever=QTALlamaIndexRetriever.from_persist_dir(persist_dir, tools=tools, **kwargs)
         )
 
-    def add_examples(self, examples: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Teach the retriever with labelled queries (see `QTAPipeline.add_examples`)."""
-        return self.qta_retriever.add_examples(examples, fit=fit)
-
-    def remove_examples(self, queries: Any, *, fit: bool = True) -> list[MemoryExample]:
-        """Forget labelled queries (see `QTAPipeline.remove_examples`)."""
-        return self.qta_retriever.remove_examples(queries, fit=fit)
-
-    def persist(self, persist_dir: str | os.PathLike[str]) -> None:
-        """Save the catalogue, settings and vectors (see `QTALlamaIndexRetriever.persist`)."""
-        self.qta_retriever.persist(persist_dir)
-
     def _by_name(self) -> dict[str, Any]:
-        catalog = self.qta_retriever.pipeline.catalog
+        catalog = self.pipeline.catalog
         if self._names is None or self._names[0] is not catalog:
             self._names = (catalog, {t.obj.metadata.get_name(): t.obj for t in catalog})
         return self._names[1]

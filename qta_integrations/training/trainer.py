@@ -46,7 +46,7 @@ from qta_integrations.memory import ExamplesLike, LabelledExample, parse_example
 from qta_integrations.pipeline import QTAPipeline
 from qta_integrations.prompts import PROMPT_VERSION, RewriteExample, RewriteRequest
 from qta_integrations.ranking import RankingFunction, SufficiencyNDCG
-from qta_integrations.retrievers import as_pipeline
+from qta_integrations.retrievers.base import pipeline_of
 from qta_integrations.rewriter import (
     HuggingFaceRewriter,
     open_rewriter_reference,
@@ -138,7 +138,7 @@ class QTATrainer:
                 msg = "Pass either a retriever or tools=, not both."
                 raise ValueError(msg)
             try:
-                self.pipeline = as_pipeline(retriever)
+                self.pipeline = pipeline_of(retriever)
             except TypeError as err:
                 msg = f"{err} To train from a catalogue, pass tools=."
                 raise TypeError(msg) from None
@@ -694,6 +694,6 @@ def _seed_everything(seed: int) -> None:
 
 
 def _package_version() -> str:
-    from qta_integrations import __version__
+    from qta_integrations._version import __version__
 
     return __version__

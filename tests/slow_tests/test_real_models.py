@@ -90,7 +90,7 @@ def retriever(rewriter_path: Path) -> Iterator[QTARetriever]:
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 QUERIES = {
@@ -121,7 +121,7 @@ def test_real_retriever_learns_from_a_few_labelled_queries_without_a_rewriter() 
         # Measured with MiniLM: the word "airport" pulls the flight search above the route
         # planner, so plain dense retrieval gets this query wrong.
         assert [d.id for d in retriever.invoke(paraphrase)][:2] == ["flights", "route"]
-        assert retriever.core.fusion.dense_only
+        assert retriever.pipeline.fusion.dense_only
 
         retriever.add_examples(
             [
@@ -134,20 +134,20 @@ def test_real_retriever_learns_from_a_few_labelled_queries_without_a_rewriter() 
                 {"query": "Cheapest flight to Rome next Friday", "tools": ["flights"]},
             ]
         )
-        fit = retriever.core.last_fit
+        fit = retriever.pipeline.last_fit
         assert fit is not None and fit.num_examples == 4
         assert fit.score > fit.default_score  # better than dense on the held-out examples
-        assert not retriever.core.fusion.dense_only
-        assert not retriever.core.fusion.uses_rewrite
+        assert not retriever.pipeline.fusion.dense_only
+        assert not retriever.pipeline.fusion.uses_rewrite
 
         docs = retriever.invoke(paraphrase)
         assert docs[0].id == "route"
         assert docs[0].metadata["rewritten_query"] is None  # no rewriter, never a rewrite
-        assert set(docs[0].metadata["signals"]) == set(retriever.core.fusion.active())
+        assert set(docs[0].metadata["signals"]) == set(retriever.pipeline.fusion.active())
         # Queries unlike the examples keep their tool.
         assert retriever.invoke("Book me on a plane to Chicago Friday")[0].id == "flights"
         for query, expected in QUERIES.items():
             assert retriever.invoke(query)[0].id == expected
-        assert retriever.core.rewriter is None
+        assert retriever.pipeline.rewriter is None
     finally:
-        retriever.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        retriever.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]

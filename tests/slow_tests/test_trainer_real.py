@@ -35,25 +35,25 @@ def test_train_two_restbench_examples_save_and_reload(mtrb_dir: Path, tmp_path: 
     assert trainer.fit(examples, output_dir=out) is retriever
 
     # Memory and fusion first, then DPO on the rewriter the retriever uses.
-    assert [e.query for e in retriever.core.memory] == [e.query for e in examples]
+    assert [e.query for e in retriever.pipeline.memory] == [e.query for e in examples]
     assert trainer.metrics["fusion"]["num_examples"] == 2
-    rewriter = retriever.core.rewriter
+    rewriter = retriever.pipeline.rewriter
     assert isinstance(rewriter, HuggingFaceRewriter)
     assert rewriter is trainer.rewriter
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["base_model"]["kind"] == "default"
     assert len(trainer.pairs) >= 1
     assert sum(r["pairs"] for r in manifest["metrics"]["rounds"]) == len(trainer.pairs)
-    assert manifest["retrieval"] == retriever.core.state_dict()
+    assert manifest["retrieval"] == retriever.pipeline.state_dict()
     # LoRA weights were saved, and trained: PEFT starts every B matrix at zero.
     weights = load_file(out / "adapter_model.safetensors")
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(bool(t.abs().sum() > 0) for t in lora_b)
 
     # The adapter directory restores the examples and the fitted weights.
-    reloaded = QTARetriever(tools=train.catalog, k=5, rewriter=str(out))
-    assert reloaded.core.settings == retriever.core.settings
-    assert [e.query for e in reloaded.core.memory] == [e.query for e in examples]
+    reloaded = QTARetriever.from_persist_dir(out, tools=train.catalog, k=5)
+    assert reloaded.pipeline.settings == retriever.pipeline.settings
+    assert [e.query for e in reloaded.pipeline.memory] == [e.query for e in examples]
     docs = reloaded.invoke(examples[0].query)
     assert len(docs) == 5
     assert [d.id for d in docs] == [d.id for d in retriever.invoke(examples[0].query)]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from qta_integrations import _files
 from qta_integrations import adapter as adapter_module
 from qta_integrations.adapter import (
     MANIFEST_NAME,
@@ -91,7 +92,7 @@ def test_manifest_round_trip() -> None:
         created="2026-01-01T00:00:00Z",
     )
     data = json.loads(json.dumps(manifest.to_dict()))
-    assert data["format"] == "qta-adapter" and data["format_version"] == 2
+    assert data["format"] == "qta-adapter" and data["format_version"] == 3
     assert AdapterManifest.from_dict(data) == manifest
     assert manifest.has_lora
     assert not AdapterManifest().has_lora
@@ -289,7 +290,7 @@ def test_file_hashes_are_cached_by_size_and_mtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QTA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(adapter_module, "_hash_memory", {})
+    monkeypatch.setattr(_files, "_hash_memory", {})
     file = tmp_path / "weights.safetensors"
     file.write_bytes(b"a" * 100)
     first = file_sha256(file)
@@ -470,3 +471,15 @@ def test_a_save_killed_at_any_point_leaves_the_old_or_the_new_adapter(tmp_path: 
         assert not list(target.rglob("*.qta-tmp"))
         assert (target / "notes.txt").read_text() == "keep me"
     assert seen == {old_hash, new_hash}
+
+
+def test_a_version_2_manifest_still_reads() -> None:
+    state = {"settings": {"k": 3}, "examples": [{"query": "rain?", "tools": ["weather"]}]}
+    old = AdapterManifest.from_dict(
+        {"format": "qta-adapter", "format_version": 2, "retrieval": state}
+    )
+    assert (old.format_version, old.retrieval, old.retriever) == (2, state, None)
+    with pytest.raises(AdapterError, match=r"'retriever' lacks \['index'"):
+        AdapterManifest.from_dict(
+            {"format": "qta-adapter", "format_version": 3, "retriever": {"catalog": {}}}
+        )

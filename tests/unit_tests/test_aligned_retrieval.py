@@ -393,14 +393,16 @@ def test_fit_without_dpo_from_one_example_is_fast_and_writes_a_retrieval_only_ad
     assert manifest["base_model"] is None
     assert manifest["retrieval"]["examples"] == example
 
-    reloaded = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=out)
+    reloaded = QTARetriever.from_persist_dir(
+        out, tools=_tool_dicts(), embeddings=KeywordEmbeddings()
+    )
     try:
-        assert reloaded.core.fusion == fitted.fusion
-        assert reloaded.core.memory.to_list() == fitted.memory.to_list()
-        assert _example_ids(reloaded.core) == _example_ids(fitted)
+        assert reloaded.pipeline.fusion == fitted.fusion
+        assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
+        assert _example_ids(reloaded.pipeline) == _example_ids(fitted)
         assert reloaded.invoke(QUERY)  # no rewrite weight: the rewriter is not loaded
     finally:
-        reloaded.core.index.close()
+        reloaded.pipeline.index.close()
 
 
 def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
@@ -413,18 +415,65 @@ def test_a_reloaded_adapter_keeps_learned_weights(tmp_path: Path) -> None:
     fitted = trainer.fit(WITH_TWINS, output_dir=tmp_path / "adapter")
     assert fitted.fusion != FusionWeights()
     assert trainer.metrics["fusion"]["weights"] == fitted.fusion.to_dict()
-    reloaded = QTARetriever(
-        tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter", k=2
+    reloaded = QTARetriever.from_persist_dir(
+        tmp_path / "adapter", tools=_tool_dicts(), embeddings=KeywordEmbeddings(), k=2
     )
     try:
-        assert reloaded.core.fusion == fitted.fusion
-        assert reloaded.core.k == 2  # an explicit k wins over the saved one
-        assert reloaded.core.memory.to_list() == fitted.memory.to_list()
+        assert reloaded.pipeline.fusion == fitted.fusion
+        assert reloaded.pipeline.k == 2  # an explicit k wins over the saved one
+        assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
         query = "email me about oslo tomorrow"
         assert fitted.retrieve(query).tool_ids[0] == "weather"
         assert reloaded.invoke(query)[0].id == "weather"
     finally:
-        reloaded.core.index.close()
+        reloaded.pipeline.index.close()
+
+
+def _fit_retrieval_only(output_dir: Path) -> tuple[QTATrainer, QTAPipeline]:
+    trainer = QTATrainer(
+        tools=_tool_dicts(),
+        rewriter=None,
+        embeddings=KeywordEmbeddings(),
+        config=QTATrainingConfig(dpo=False),
+    )
+    return trainer, trainer.fit(WITH_TWINS, output_dir=output_dir)
+
+
+def test_the_deprecated_rewriter_restore_still_works_and_names_the_new_call(
+    tmp_path: Path,
+) -> None:
+    _, fitted = _fit_retrieval_only(tmp_path / "adapter")
+    with pytest.warns(DeprecationWarning, match=r"QTARetriever\.from_persist_dir\(.*tools=tools\)"):
+        old = QTARetriever(
+            tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=tmp_path / "adapter"
+        )
+    new = QTARetriever.from_persist_dir(
+        tmp_path / "adapter", tools=_tool_dicts(), embeddings=KeywordEmbeddings()
+    )
+    try:
+        for reloaded in (old, new):  # the same fitted state either way
+            assert reloaded.pipeline.fusion == fitted.fusion
+            assert reloaded.pipeline.memory.to_list() == fitted.memory.to_list()
+        query = "email me about oslo tomorrow"
+        assert old.invoke(query)[0].id == new.invoke(query)[0].id == "weather"
+    finally:
+        old.pipeline.index.close()
+        new.pipeline.index.close()
+
+
+def test_an_adapter_needs_its_tools_and_a_retriever_is_never_overwritten(tmp_path: Path) -> None:
+    from qta_integrations import persist
+
+    trainer, _ = _fit_retrieval_only(tmp_path / "adapter")
+    with pytest.raises(ValueError, match=r"adapter directory .*Pass the tools it was fitted on"):
+        persist.load(tmp_path / "adapter", embeddings=KeywordEmbeddings())
+    retriever = QTARetriever(tools=_tool_dicts(), embeddings=KeywordEmbeddings(), rewriter=None)
+    try:
+        retriever.persist(tmp_path / "saved")
+    finally:
+        retriever.pipeline.index.close()
+    with pytest.raises(ValueError, match="holds a saved retriever"):
+        trainer.save(tmp_path / "saved")
 
 
 # -- fuse and fit_weights on hand-made scores ------------------------------------------------

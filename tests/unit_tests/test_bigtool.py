@@ -96,7 +96,7 @@ async def test_bigtool_agent_async_path_awaits_the_pipeline(
     def no_sync(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the coroutine must use QTAPipeline.aretrieve")
 
-    monkeypatch.setattr(retriever.core, "retrieve", no_sync)
+    monkeypatch.setattr(retriever.pipeline, "retrieve", no_sync)
     model = scripted(
         call("retrieve_tools", "r1", query="mail to bob"),
         call("send_email", "c1", to="bob@example.com", body="hi"),

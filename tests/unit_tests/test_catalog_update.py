@@ -185,4 +185,4 @@ def test_the_llama_index_tool_retriever_follows_and_checks_a_replaced_catalogue(
         assert retriever.retrieve("track my parcel delivery") == [added]
         assert retriever.retrieve("parcel") == [added]  # looked up by name, as agents do
     finally:
-        retriever.qta_retriever.pipeline.index.close()
+        retriever.pipeline.index.close()

@@ -69,8 +69,12 @@ def test_unknown_attribute() -> None:
         _ = qta_integrations.Nope  # type: ignore[attr-defined]
 
 
-def _loaded_after(code: str) -> list[str]:
-    probe = f"import sys\n{code}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+def _loaded_after(code: str, prefixes: tuple[str, ...] = HEAVY) -> list[str]:
+    """The modules under ``prefixes`` that ``code`` imports, in a fresh interpreter."""
+    probe = (
+        f"import sys\n{code}\nprint(','.join(sorted({{m for m in sys.modules for p in "
+        f"{prefixes!r} if m == p or m.startswith(p + '.')}})))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe],
         check=True,
@@ -91,6 +95,13 @@ def _loaded_after(code: str) -> list[str]:
 )
 def test_import_does_not_load_heavy_dependencies(code: str) -> None:
     assert _loaded_after(code) == []
+
+
+def test_importing_the_langchain_face_does_not_import_llama_index() -> None:
+    code = "from qta_integrations import QTARetriever\nimport qta_integrations.retrievers.langchain"
+    faces = ("llama_index", "qta_integrations.retrievers.llama_index")
+    assert _loaded_after(code, faces) == []
+    assert _loaded_after("from qta_integrations import QTAToolRetriever", faces) != []  # a probe
 
 
 def test_mcp_packages_are_imported_only_when_servers_are_listed() -> None:

@@ -78,7 +78,7 @@ def retriever(
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def pipeline_calls(
 ) -> list[tuple[str, int]]:
     """Every retrieve / retrieve_batch call on the retriever's pipeline: (method, queries)."""
     calls: list[tuple[str, int]] = []
-    core = retriever.core
+    core = retriever.pipeline
     batch = core.retrieve_batch
     single = core.retrieve
 
@@ -238,7 +238,7 @@ def test_a_store_failure_fails_every_good_input(
         msg = "the store is down"
         raise ConnectionError(msg)
 
-    monkeypatch.setattr(retriever.core, "retrieve_batch", broken)
+    monkeypatch.setattr(retriever.pipeline, "retrieve_batch", broken)
     handler = Recorder()
     results = run_batch(
         retriever, mode, [QUERIES[0], ""], config={"callbacks": [handler]}, return_exceptions=True
@@ -287,7 +287,7 @@ class Uppercasing(QTARetriever):
 def test_a_subclass_with_its_own_retrieval_keeps_langchains_batch(
     retriever: QTARetriever, mode: str
 ) -> None:
-    pipeline: QTAPipeline = retriever.core
+    pipeline: QTAPipeline = retriever.pipeline
     subclass = Uppercasing(pipeline=pipeline)
     results = run_batch(subclass, mode, ["a", "b"])
     assert [docs[0].page_content for docs in results] == ["A", "B"]

@@ -50,7 +50,7 @@ class RecordingHandler(BaseCallbackHandler):
 
 
 def _close(retriever: QTARetriever) -> None:
-    retriever.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+    retriever.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -209,7 +209,7 @@ def test_the_default_fusion_never_calls_the_rewriter(
         tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=rewriter, k=2
     )
     try:
-        assert retriever.core.fusion == FusionWeights.base()
+        assert retriever.pipeline.fusion == FusionWeights.base()
         docs = retriever.invoke("how much is AAPL")
         assert docs[0].metadata["rewritten_query"] is None
         retriever.batch(list(REWRITES))
@@ -225,13 +225,13 @@ def test_settings_k_is_the_default_unless_k_is_given(tool_dicts: list[dict[str, 
         tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=None, settings=settings
     )
     try:
-        assert retriever.k == retriever.core.k == 2
-        assert retriever.core.settings == settings
+        assert retriever.k == retriever.pipeline.k == 2
+        assert retriever.pipeline.settings == settings
         assert len(retriever.invoke("latest stock ticker price")) == 2
         explicit = QTARetriever(
             tools=tool_dicts, embeddings=KeywordEmbeddings(), rewriter=None, settings=settings, k=3
         )
-        assert explicit.k == explicit.core.k == 3
+        assert explicit.k == explicit.pipeline.k == 3
         _close(explicit)
     finally:
         _close(retriever)
@@ -254,7 +254,7 @@ def test_prebuilt_pipeline_is_shared(tool_dicts: list[dict[str, str]]) -> None:
     )
     try:
         retriever = QTARetriever(pipeline=pipeline)
-        assert retriever.core is pipeline
+        assert retriever.pipeline is pipeline
         assert len(retriever.invoke("how much is AAPL")) == 3  # the pipeline's k
         assert len(QTARetriever(pipeline=pipeline, k=1).invoke("how much is AAPL")) == 1
     finally:
@@ -285,6 +285,6 @@ def test_langchain_tools_as_the_catalogue() -> None:
     try:
         docs = retriever.invoke("send an email to Bob")
         assert docs[0].id == "send_email"
-        assert retriever.core.catalog[docs[0].id].obj is send_email
+        assert retriever.pipeline.catalog[docs[0].id].obj is send_email
     finally:
         _close(retriever)

@@ -51,5 +51,5 @@ class TestQTARetrieverStandard(RetrieversIntegrationTests):
 
     def test_the_collection_is_shared(self, retriever: BaseRetriever) -> None:
         assert isinstance(retriever, QTARetriever)
-        assert retriever.core.index.vectorstore is self._index.vectorstore  # type: ignore[attr-defined]
+        assert retriever.pipeline.index.vectorstore is self._index.vectorstore  # type: ignore[attr-defined]
         assert retriever.invoke(QUERY)[0].id == "weather"

@@ -358,8 +358,8 @@ async def test_agent_loop_async_uses_the_async_pipeline(monkeypatch: pytest.Monk
     def no_sync(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the async graph must not call the sync pipeline")
 
-    monkeypatch.setattr(retriever.core, "retrieve", no_sync)
-    monkeypatch.setattr(retriever.core.index, "search", no_sync)
+    monkeypatch.setattr(retriever.pipeline, "retrieve", no_sync)
+    monkeypatch.setattr(retriever.pipeline.index, "search", no_sync)
     model = scripted(call("send_email", "c1", to="bob@example.com", body="notes"), "Sent.")
     agent = create_qta_agent(model, TOOLS, retriever)
     state = await agent.ainvoke({"messages": [("user", "Need to mail Bob the notes.")]})

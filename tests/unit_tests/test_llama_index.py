@@ -87,7 +87,7 @@ def tool_retriever(function_tools: list[FunctionTool]) -> Iterator[QTAToolRetrie
     try:
         yield built
     finally:
-        _close(built.qta_retriever)
+        _close(built.retriever)
 
 
 def _ids(nodes: list[NodeWithScore]) -> list[str]:
@@ -231,13 +231,13 @@ def test_shares_the_langchain_retrievers_pipeline(tool_dicts: list[dict[str, str
     try:
         li = lc.as_llama_index_retriever()
         assert isinstance(li, QTALlamaIndexRetriever)
-        assert li.pipeline is lc.core and li.k == 2
+        assert li.pipeline is lc.pipeline and li.k == 2
         assert _ids(li.retrieve(UMBRELLA)) == [d.id for d in lc.invoke(UMBRELLA)]
         assert lc.as_llama_index_retriever(similarity_top_k=4).k == 4
         with pytest.raises(TypeError, match="Tool 'weather' has no tool object"):
             lc.as_tool_retriever()
     finally:
-        lc.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        lc.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 # -- persistence -------------------------------------------------------------------------------
@@ -249,12 +249,12 @@ def test_persist_and_reload_without_re_embedding(
     expected = retriever.retrieve(UMBRELLA)
     retriever.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert config["index"]["backend"] == "chroma"
-    assert config["embeddings"] == "KeywordEmbeddings"
-    settings = config["state"]["settings"]
+    assert config["retriever"]["index"]["backend"] == "chroma"
+    assert config["retriever"]["embeddings"] == "KeywordEmbeddings"
+    settings = config["retrieval"]["settings"]
     assert (settings["k"], settings["fetch_k"], settings["num_context_tools"]) == (2, None, 3)
-    assert config["rewriter"] == {"source": None, "type": "FakeRewriter"}
-    saved_tools = json.loads((tmp_path / config["catalog"]["file"]).read_text())
+    assert config["retriever"]["rewriter"] == {"source": None, "type": "FakeRewriter"}
+    saved_tools = json.loads((tmp_path / config["retriever"]["catalog"]["file"]).read_text())
     assert [t["id"] for t in saved_tools] == retriever.pipeline.catalog.ids
 
     embeddings = CountingEmbeddings()
@@ -345,7 +345,10 @@ def test_persist_a_vector_store_index(tool_dicts: list[dict[str, str]], tmp_path
     retriever = QTALlamaIndexRetriever.from_defaults(tool_dicts, index=index, rewriter=None, k=3)
     expected = retriever.retrieve("latest stock ticker price")
     retriever.persist(tmp_path)
-    assert json.loads((tmp_path / CONFIG_FILE).read_text())["index"]["backend"] == "llama_index"
+    assert (
+        json.loads((tmp_path / CONFIG_FILE).read_text())["retriever"]["index"]["backend"]
+        == "llama_index"
+    )
     embeddings = CountingEmbeddings()
     reloaded = QTALlamaIndexRetriever.from_persist_dir(tmp_path, embed_model=embeddings)
     nodes = reloaded.retrieve("latest stock ticker price")
@@ -369,7 +372,7 @@ def test_persist_records_a_rewriter_directory(
         persist_dir=tmp_path / "saved",
     )
     config = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
-    assert config["rewriter"]["source"] == str(model_dir.resolve())
+    assert config["retriever"]["rewriter"]["source"] == str(model_dir.resolve())
     reloaded = QTALlamaIndexRetriever.from_persist_dir(
         tmp_path / "saved", embed_model=KeywordEmbeddings()
     )
@@ -417,7 +420,7 @@ async def test_tool_retriever_async(
 def test_a_tool_name_returns_that_tool_without_retrieval(
     tool_retriever: QTAToolRetriever, function_tools: list[FunctionTool]
 ) -> None:
-    rewriter = tool_retriever.qta_retriever.pipeline.rewriter
+    rewriter = tool_retriever.pipeline.rewriter
     assert isinstance(rewriter, FakeRewriter)
     assert tool_retriever.retrieve("send_email") == [function_tools[2]]
     assert rewriter.calls == []
@@ -427,7 +430,7 @@ def test_tool_retriever_applies_node_postprocessors(
     function_tools: list[FunctionTool], tool_retriever: QTAToolRetriever
 ) -> None:
     strict = QTAToolRetriever(
-        retriever=tool_retriever.qta_retriever,
+        retriever=tool_retriever.retriever,
         node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=0.99)],
     )
     assert strict.retrieve(UMBRELLA) == []
@@ -451,8 +454,8 @@ def test_tool_retriever_arguments(tool_retriever: QTAToolRetriever) -> None:
     with pytest.raises(ValueError, match="needs pipeline= or retriever="):
         QTAToolRetriever()
     with pytest.raises(ValueError, match="With retriever=, pass no pipeline"):
-        QTAToolRetriever(retriever=tool_retriever.qta_retriever, k=2)
-    wider = QTAToolRetriever(tool_retriever.qta_retriever.pipeline, k=2)
+        QTAToolRetriever(retriever=tool_retriever.retriever, k=2)
+    wider = QTAToolRetriever(tool_retriever.pipeline, k=2)
     assert len(wider.retrieve(UMBRELLA)) == 2
 
 
@@ -471,7 +474,7 @@ def test_as_tool_retriever_from_the_langchain_retriever(
         assert isinstance(tool_retriever, QTAToolRetriever)
         assert tool_retriever.retrieve(UMBRELLA) == [function_tools[0]]
     finally:
-        lc.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        lc.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 # LlamaIndex's agents inspect pydantic models with deprecated attributes; not ours to fix.
@@ -495,7 +498,7 @@ def test_llama_index_retrievers_learn_from_labelled_queries(
         function_tools, embed_model=KeywordEmbeddings(), rewriter=None, k=1
     )
     try:
-        node_retriever = tool_retriever.qta_retriever
+        node_retriever = tool_retriever.retriever
         examples = [{"query": "ACME share price today", "tools": ["get_stock_quote"]}]
         added = tool_retriever.add_examples(examples)
         assert [e.query for e in added] == ["ACME share price today"]
@@ -508,4 +511,4 @@ def test_llama_index_retrievers_learn_from_labelled_queries(
         assert len(node_retriever.pipeline.memory) == 0
         assert tool_retriever.remove_examples(["not stored"]) == []
     finally:
-        _close(tool_retriever.qta_retriever)
+        _close(tool_retriever.retriever)

@@ -72,7 +72,7 @@ def _retriever(tools: Any, **kwargs: Any) -> QTARetriever:
 
 
 def _close(retriever: QTARetriever) -> None:
-    retriever.core.index.close()  # drops the in-memory Chroma collection
+    retriever.pipeline.index.close()  # drops the in-memory Chroma collection
 
 
 QUERIES = {
@@ -113,7 +113,7 @@ async def test_afrom_mcp_and_a_tool_called_end_to_end(fleet: Fleet) -> None:
     try:
         docs = await retriever.ainvoke("share a stored photo with a colleague by email")
         assert docs[0].id == "files.share_photo"
-        tool = retriever.core.catalog[docs[0].id].obj
+        tool = retriever.pipeline.catalog[docs[0].id].obj
         content = await tool.ainvoke({"path": "/holiday.jpg", "email": "bob@example.com"})
         text = content[0]["text"] if isinstance(content, list) else content
         assert (
@@ -170,24 +170,25 @@ def test_resync_after_the_servers_changed(fleet: Fleet, caplog: pytest.LogCaptur
 
         assert result == SyncResult(num_added=1, num_updated=1, num_skipped=88, num_deleted=1)
         # Of the catalogue's texts, only the edited and the added tool were embedded again.
-        catalogue_texts = {t.text for t in retriever.core.catalog}
+        catalogue_texts = {t.text for t in retriever.pipeline.catalog}
         re_embedded = [t for t in embeddings.embedded if t in catalogue_texts]
         assert sorted(re_embedded) == sorted(
             [
-                retriever.core.catalog["weather.get_forecast"].text,
-                retriever.core.catalog["crm.merge_contact"].text,
+                retriever.pipeline.catalog["weather.get_forecast"].text,
+                retriever.pipeline.catalog["crm.merge_contact"].text,
             ]
         )
         # The store equals the catalogue: nothing stale, nothing duplicated.
-        stored = retriever.core.index.list_entries("tool")
-        assert stored is not None and sorted(stored) == sorted(retriever.core.catalog.ids)
+        stored = retriever.pipeline.index.list_entries("tool")
+        assert stored is not None and sorted(stored) == sorted(retriever.pipeline.catalog.ids)
         # The labelled example of the removed tool is dropped, and the fusion refitted.
         assert "crm.delete_note" in caplog.text and "dropped" in caplog.text
-        assert [e.query for e in retriever.core.memory] == [
+        assert [e.query for e in retriever.pipeline.memory] == [
             "is it windy in Bergen",
             "put my holiday pictures online",
         ]
-        assert retriever.core.last_fit is not None and retriever.core.last_fit.num_examples == 2
+        fit = retriever.pipeline.last_fit
+        assert fit is not None and fit.num_examples == 2
         # Retrieval sees the new catalogue.
         assert retriever.invoke("merge two duplicate contacts")[0].id == "crm.merge_contact"
         ids = [d.id for d in retriever.invoke("delete a customer note permanently")]
@@ -245,7 +246,7 @@ async def test_llama_index_tool_retriever_from_mcp(fleet: Fleet) -> None:
         # LlamaIndex agents look a called tool up by its name.
         assert tool_retriever.retrieve("search_backup") == [found[0]]
     finally:
-        tool_retriever.qta_retriever.pipeline.index.close()
+        tool_retriever.pipeline.index.close()
 
 
 async def test_aload_and_the_llama_index_retriever_follow_a_resync(fleet: Fleet) -> None:
@@ -264,7 +265,7 @@ async def test_aload_and_the_llama_index_retriever_follow_a_resync(fleet: Fleet)
         assert found[0].metadata.name == "print_label"
         assert tool_retriever.retrieve("print_label")[0] is found[0]
     finally:
-        tool_retriever.qta_retriever.pipeline.index.close()
+        tool_retriever.pipeline.index.close()
 
 
 def test_duplicate_names_with_tool_name_prefix(tmp_path: Path) -> None:

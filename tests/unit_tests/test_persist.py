@@ -12,6 +12,7 @@ import pytest
 from llama_index.core import VectorStoreIndex
 
 from qta_integrations import QTALlamaIndexRetriever, QTAPipeline, QTARetriever, persist
+from qta_integrations.adapter import LEGACY_RETRIEVER_CONFIG
 from qta_integrations.embeddings import to_llama_index_embeddings
 from qta_integrations.persist import CONFIG_NAME, PersistError
 from qta_integrations.rewriter import HuggingFaceRewriter
@@ -42,7 +43,7 @@ def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTARetriever]:
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 def _scored(pairs: list[tuple[str | None, float]]) -> tuple[int, list[tuple[float, str | None]]]:
@@ -70,19 +71,19 @@ def _state(pipeline: Any) -> dict[str, Any]:
 
 
 def test_in_memory_chroma_round_trip(retriever: QTARetriever, tmp_path: Path) -> None:
-    retriever.core.add_examples([{"query": "rain in oslo?", "tools": ["weather"]}], fit=False)
+    retriever.pipeline.add_examples([{"query": "rain in oslo?", "tools": ["weather"]}], fit=False)
     expected = _results(retriever)
     assert all(kept for _, kept in expected)  # every query finds tools that match it
-    state = _state(retriever.core)
+    state = _state(retriever.pipeline)
     retriever.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
-    assert (config["format"], config["format_version"]) == ("qta-retriever", 2)
+    assert (config["format"], config["format_version"]) == ("qta-adapter", 3)
     assert config["package_version"]
-    assert config["index"]["backend"] == "chroma" and (tmp_path / "chroma").is_dir()
-    assert config["embeddings"] == "KeywordEmbeddings"
-    assert config["rewriter"] == {"source": None, "type": "FakeRewriter"}
-    assert config["catalog"]["count"] == 6
-    assert config["state"] == json.loads(json.dumps(state))
+    assert config["retriever"]["index"]["backend"] == "chroma" and (tmp_path / "chroma").is_dir()
+    assert config["retriever"]["embeddings"] == "KeywordEmbeddings"
+    assert config["retriever"]["rewriter"] == {"source": None, "type": "FakeRewriter"}
+    assert config["retriever"]["catalog"]["count"] == 6
+    assert config["retrieval"] == json.loads(json.dumps(state))
 
     embeddings = CountingEmbeddings()
     reloaded = QTARetriever.from_persist_dir(
@@ -90,10 +91,40 @@ def test_in_memory_chroma_round_trip(retriever: QTARetriever, tmp_path: Path) ->
     )
     assert _results(reloaded) == expected
     assert embeddings.documents_embedded == 0  # nothing embedded again
-    assert _state(reloaded.core) == state
+    assert _state(reloaded.pipeline) == state
     assert state["examples"] and "settings" in state  # the labelled example came back
-    assert (reloaded.k, reloaded.core.catalog.ids) == (2, retriever.core.catalog.ids)
+    assert (reloaded.k, reloaded.pipeline.catalog.ids) == (2, retriever.pipeline.catalog.ids)
     assert QTARetriever.from_persist_dir(tmp_path, embeddings=embeddings, rewriter=None, k=4).k == 4
+
+
+def test_a_retriever_saved_before_format_3_still_loads(
+    retriever: QTARetriever, tmp_path: Path
+) -> None:
+    retriever.pipeline.add_examples([{"query": "rain in oslo?", "tools": ["weather"]}], fit=False)
+    expected, state = _results(retriever), _state(retriever.pipeline)
+    retriever.persist(tmp_path)
+    manifest = json.loads((tmp_path / CONFIG_NAME).read_text())
+    legacy = {  # qta_retriever.json, as version 2 of this module wrote it
+        "format": "qta-retriever",
+        "format_version": 2,
+        "package_version": "0.1.0",
+        **manifest["retriever"],
+        "state": manifest["retrieval"],
+    }
+    (tmp_path / CONFIG_NAME).unlink()
+    (tmp_path / LEGACY_RETRIEVER_CONFIG).write_text(json.dumps(legacy))
+    assert persist.read_config(tmp_path)["retriever"] == manifest["retriever"]
+    reloaded = QTARetriever.from_persist_dir(
+        tmp_path, embeddings=KeywordEmbeddings(), rewriter=FakeRewriter(REWRITES)
+    )
+    assert _results(reloaded) == expected and _state(reloaded.pipeline) == state
+    reloaded.persist(tmp_path)  # saved again: in the one format, the old file replaced
+    assert sorted(p.name for p in tmp_path.glob("qta_*.json")) == [CONFIG_NAME]
+    legacy["format_version"] = 9
+    (tmp_path / CONFIG_NAME).unlink()
+    (tmp_path / LEGACY_RETRIEVER_CONFIG).write_text(json.dumps(legacy))
+    with pytest.raises(PersistError, match="saved retriever format version 9 is not supported"):
+        persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
 
 
 def test_labelled_examples_in_the_state_are_restored(
@@ -109,7 +140,7 @@ def test_labelled_examples_in_the_state_are_restored(
     persist.save(retriever, tmp_path)
     persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
     assert loaded[0]["examples"] == examples
-    assert loaded[0]["settings"] == original(retriever.core)["settings"]
+    assert loaded[0]["settings"] == original(retriever.pipeline)["settings"]
 
 
 def test_on_disk_chroma_round_trip(tool_dicts: list[dict[str, str]], tmp_path: Path) -> None:
@@ -124,8 +155,10 @@ def test_on_disk_chroma_round_trip(tool_dicts: list[dict[str, str]], tmp_path: P
     expected = _results(built)
     built.persist(saved)
     config = json.loads((saved / CONFIG_NAME).read_text())
-    assert config["index"]["path"] == "chroma"  # the live index is referenced, not copied
-    assert config["rewriter"] == {"source": None, "type": None}
+    assert (
+        config["retriever"]["index"]["path"] == "chroma"
+    )  # the live index is referenced, not copied
+    assert config["retriever"]["rewriter"] == {"source": None, "type": None}
     embeddings = CountingEmbeddings()
     reloaded = QTARetriever.from_persist_dir(saved, embeddings=embeddings)
     assert _results(reloaded) == expected
@@ -140,7 +173,7 @@ def test_llama_index_round_trip(tool_dicts: list[dict[str, str]], tmp_path: Path
     expected = _li_results(built)
     built.persist(tmp_path)
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
-    assert config["index"]["backend"] == "llama_index"
+    assert config["retriever"]["index"]["backend"] == "llama_index"
     with pytest.raises(ValueError, match="pass the same model as embeddings="):
         persist.load(tmp_path, rewriter=None)  # the index hides its embeddings: must be given
     embeddings = CountingEmbeddings()
@@ -169,9 +202,9 @@ def test_a_rewriter_directory_inside_the_saved_directory_is_relative(
     try:
         built.persist(tmp_path)
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
-    assert config["rewriter"] == {"source": "rewriter", "type": "HuggingFaceRewriter"}
+    assert config["retriever"]["rewriter"] == {"source": "rewriter", "type": "HuggingFaceRewriter"}
     reloaded = persist.load(tmp_path, embeddings=KeywordEmbeddings())
     assert isinstance(reloaded.rewriter, HuggingFaceRewriter)
     assert reloaded.rewriter.source == str(model_dir.resolve())
@@ -190,10 +223,13 @@ def _saved(retriever: QTARetriever, directory: Path) -> Path:
     [
         (lambda text: text[: len(text) // 2], "is not valid JSON"),
         (lambda text: "[]", "holds a list, not a JSON object"),
-        (lambda text: text.replace('"qta-retriever"', '"other"'), "'format' is 'other'"),
-        (lambda text: text.replace('"format_version": 2', '"format_version": 7'), "version 7"),
+        (lambda text: text.replace('"qta-adapter"', '"other"'), "'format' is 'other'"),
+        (lambda text: text.replace('"format_version": 3', '"format_version": 7'), "version 7"),
         (lambda text: text.replace('"embeddings"', '"embedding_model"'), r"lacks \['embeddings'\]"),
-        (lambda text: text.replace('"state": {', '"state": 3, "x": {'), "'state' must be"),
+        (
+            lambda text: text.replace('"retrieval": {', '"retrieval": 3, "config": {'),
+            "'retrieval' must",
+        ),
     ],
 )
 def test_a_corrupted_config_names_the_file_and_the_fix(
@@ -209,7 +245,7 @@ def test_a_corrupted_config_names_the_file_and_the_fix(
 
 def test_a_missing_or_changed_catalogue_is_refused(retriever: QTARetriever, tmp_path: Path) -> None:
     config = json.loads(_saved(retriever, tmp_path).read_text())
-    catalogue = tmp_path / config["catalog"]["file"]
+    catalogue = tmp_path / config["retriever"]["catalog"]["file"]
     catalogue.write_text(catalogue.read_text().replace("weather", "whether"))
     with pytest.raises(PersistError, match="does not match the SHA-256"):
         persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
@@ -286,12 +322,12 @@ def test_a_crash_while_saving_leaves_the_previous_save_intact(
             with pytest.raises(OSError, match="killed"):
                 bigger.persist(tmp_path)
     finally:
-        bigger.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        bigger.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
     assert config.read_text() == before  # the commit never happened
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".qta-tmp")]
     reloaded = persist.load(tmp_path, embeddings=KeywordEmbeddings(), rewriter=None)
-    assert reloaded.catalog.ids == retriever.core.catalog.ids  # the previous catalogue
+    assert reloaded.catalog.ids == retriever.pipeline.catalog.ids  # the previous catalogue
     # A complete save then replaces it and removes the catalogue file it no longer names.
     retriever.persist(tmp_path)
     catalogues = sorted(p.name for p in tmp_path.glob("tools-*.json"))
-    assert catalogues == [json.loads(config.read_text())["catalog"]["file"]]
+    assert catalogues == [json.loads(config.read_text())["retriever"]["catalog"]["file"]]

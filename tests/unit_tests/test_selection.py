@@ -279,12 +279,12 @@ def retriever(tool_dicts: list[dict[str, str]]) -> Iterator[QTARetriever]:
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_langchain_retriever(retriever: QTARetriever, mode: str) -> None:
-    assert retriever.core.settings.selection == retriever.selection  # the pipeline's own
+    assert retriever.pipeline.settings.selection == retriever.selection  # the pipeline's own
     if mode == "sync":
         single, batch = retriever.invoke(CLEAR), retriever.batch([CLEAR, TWO])
     else:
@@ -399,12 +399,12 @@ def test_a_fitted_selection_survives_persist(
         selection=ToolSelection(adaptive=True),
     )
     retriever.add_examples(EXAMPLES)
-    fitted = retriever.core.settings.selection
+    fitted = retriever.pipeline.settings.selection
     assert fitted.margin is not None
     retriever.persist(tmp_path / "saved")
     reloaded = QTARetriever.from_persist_dir(tmp_path / "saved", embeddings=embeddings)
     try:
-        assert reloaded.core.settings.selection == fitted
+        assert reloaded.pipeline.settings.selection == fitted
         assert [d.id for d in reloaded.invoke(TWO)] == [d.id for d in retriever.invoke(TWO)]
     finally:
-        retriever.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        retriever.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]

@@ -105,7 +105,7 @@ def test_fit_trains_the_adapter_and_saves_a_loadable_manifest(
     assert manifest["base_model"]["kind"] == "bundled"
     assert manifest["base_model"]["name"] == "base"
     assert set(manifest["base_model"]["sha256"]) == {"model.safetensors"}
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert "README.md" not in files
     assert manifest["prompt"]["instruction"] == SHORT_PROMPT.instruction
     assert manifest["prompt_version"] == SHORT_PROMPT.version
@@ -280,9 +280,9 @@ def test_trains_a_retrievers_rewriter_in_place_skipping_tied_examples(
     assert fitted is retriever
     assert trainer.metrics["rounds"][0]["skipped_examples"] == [1]
     assert trainer.metrics["rounds"][0]["pairs"] == 1
-    assert retriever.core.rewriter is rewriter is trainer.rewriter
+    assert retriever.pipeline.rewriter is rewriter is trainer.rewriter
     assert hasattr(rewriter.model, "peft_config")
-    assert len(retriever.core.memory) == len(EXAMPLES)
+    assert len(retriever.pipeline.memory) == len(EXAMPLES)
     assert "fusion_with_rewrite" in trainer.metrics  # the rewrite weight was fitted after DPO
     assert retriever.invoke("will it rain in paris", k=1)
 

@@ -40,7 +40,7 @@ def retriever() -> Iterator[QTARetriever]:
     try:
         yield built
     finally:
-        built.core.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
+        built.pipeline.index.vectorstore.delete_collection()  # type: ignore[attr-defined]
 
 
 def sync_entry_points(retriever: QTARetriever) -> dict[str, Call]:
@@ -51,13 +51,13 @@ def sync_entry_points(retriever: QTARetriever) -> dict[str, Call]:
     return {
         "invoke": retriever.invoke,
         "batch": lambda q: retriever.batch([q])[0],
-        "pipeline.retrieve": retriever.core.retrieve,
-        "pipeline.retrieve_batch": lambda q: retriever.core.retrieve_batch([q]),
+        "pipeline.retrieve": retriever.pipeline.retrieve,
+        "pipeline.retrieve_batch": lambda q: retriever.pipeline.retrieve_batch([q]),
         "llama_index.retrieve": li.retrieve,
         "llama_index.retrieve(QueryBundle)": lambda q: li.retrieve(QueryBundle(q)),
         "tool_retriever.retrieve": tools.retrieve,
         "bigtool.retrieve_tools": retrieve,
-        "rewriter.rewrite": retriever.core.rewriter.rewrite,  # type: ignore[union-attr]
+        "rewriter.rewrite": retriever.pipeline.rewriter.rewrite,  # type: ignore[union-attr]
     }
 
 
@@ -69,12 +69,12 @@ def async_entry_points(retriever: QTARetriever) -> dict[str, AsyncCall]:
     return {
         "ainvoke": retriever.ainvoke,
         "abatch": lambda q: _first(retriever.abatch([q])),
-        "pipeline.aretrieve": retriever.core.aretrieve,
-        "pipeline.aretrieve_batch": lambda q: retriever.core.aretrieve_batch([q]),
+        "pipeline.aretrieve": retriever.pipeline.aretrieve,
+        "pipeline.aretrieve_batch": lambda q: retriever.pipeline.aretrieve_batch([q]),
         "llama_index.aretrieve": li.aretrieve,
         "tool_retriever.aretrieve": tools.aretrieve,
         "bigtool.aretrieve_tools": aretrieve,
-        "rewriter.arewrite": retriever.core.rewriter.arewrite,  # type: ignore[union-attr]
+        "rewriter.arewrite": retriever.pipeline.rewriter.arewrite,  # type: ignore[union-attr]
     }
 
 

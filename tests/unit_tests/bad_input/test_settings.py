@@ -32,9 +32,9 @@ def test_bad_k_per_call(retriever: QTARetriever, k: Any) -> None:
     with pytest.raises(ValueError, match=pattern):
         retriever.invoke("weather", k=k)
     with pytest.raises(ValueError, match=pattern):
-        retriever.core.retrieve("weather", k=k)
+        retriever.pipeline.retrieve("weather", k=k)
     with pytest.raises(ValueError, match=pattern):
-        retriever.core.retrieve_batch(["weather"], k=k)
+        retriever.pipeline.retrieve_batch(["weather"], k=k)
     with pytest.raises(ValueError, match=pattern):
         retriever.as_llama_index_retriever(k=k)
     with pytest.raises(ValueError, match=pattern):
@@ -53,17 +53,17 @@ async def test_bad_k_per_async_call(retriever: QTARetriever, k: Any) -> None:
     with pytest.raises(ValueError, match=pattern):
         await retriever.ainvoke("weather", k=k)
     with pytest.raises(ValueError, match=pattern):
-        await retriever.core.aretrieve("weather", k=k)
+        await retriever.pipeline.aretrieve("weather", k=k)
 
 
 @pytest.mark.parametrize("k", [*BAD_K, None], ids=[*BAD_K_IDS, "None"])
 def test_bad_k_at_construction(retriever: QTARetriever, k: Any) -> None:
     pattern = _pattern("k", k)
-    catalog = retriever.core.catalog
+    catalog = retriever.pipeline.catalog
     with pytest.raises(ValueError, match=pattern):
         QTAPipeline(catalog, ExactToolIndex(KeywordEmbeddings()), None, k=k, index_tools=False)
     with pytest.raises(ValueError, match=pattern):  # pydantic's ValidationError is a ValueError
-        QTARetriever(pipeline=retriever.core, k=k)
+        QTARetriever(pipeline=retriever.pipeline, k=k)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_bad_k_at_construction(retriever: QTARetriever, k: Any) -> None:
 )
 def test_bad_fetch_k_at_construction(retriever: QTARetriever, fetch_k: Any) -> None:
     pattern = _pattern("fetch_k", fetch_k)
-    catalog = retriever.core.catalog
+    catalog = retriever.pipeline.catalog
     index = ExactToolIndex(KeywordEmbeddings())
     with pytest.raises(ValueError, match=pattern):
         QTAPipeline(catalog, index, None, fetch_k=fetch_k, index_tools=False)
@@ -118,7 +118,7 @@ def test_unknown_retriever_arguments_are_refused(
 ) -> None:
     # pydantic would otherwise drop them without a word.
     with pytest.raises(ValueError, match=pattern):
-        QTARetriever(pipeline=retriever.core, **kwargs)
+        QTARetriever(pipeline=retriever.pipeline, **kwargs)
 
 
 def test_fetch_k_equal_to_k_is_fine(retriever: QTARetriever) -> None:
@@ -155,11 +155,11 @@ def test_bad_history(
     with pytest.raises(error, match=pattern):
         retriever.invoke("weather", history=history)
     with pytest.raises(error, match=pattern):
-        retriever.core.retrieve("weather", history=history)
+        retriever.pipeline.retrieve("weather", history=history)
     with pytest.raises(error, match=pattern.replace("history", "the history of query #0", 1)):
-        retriever.core.retrieve_batch(["weather"], histories=[history])
+        retriever.pipeline.retrieve_batch(["weather"], histories=[history])
     with pytest.raises(error, match=pattern):
-        retriever.core.rewriter.rewrite(RewriteRequest("weather", history=history))  # type: ignore[union-attr]
+        retriever.pipeline.rewriter.rewrite(RewriteRequest("weather", history=history))  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("history", "error", "pattern"), BAD_HISTORY, ids=HISTORY_IDS)
@@ -169,7 +169,7 @@ async def test_bad_history_async(
     with pytest.raises(error, match=pattern):
         await retriever.ainvoke("weather", history=history)
     with pytest.raises(error, match=pattern):
-        await retriever.core.aretrieve("weather", history=history)
+        await retriever.pipeline.aretrieve("weather", history=history)
 
 
 @pytest.mark.parametrize("history", [None, [], (), ["weather in Paris?"], iter(["earlier"])])
@@ -195,7 +195,7 @@ def test_bad_histories_for_a_batch(
     retriever: QTARetriever, histories: Any, error: type[Exception], pattern: str
 ) -> None:
     with pytest.raises(error, match=pattern):
-        retriever.core.retrieve_batch(["weather"], histories=histories)
+        retriever.pipeline.retrieve_batch(["weather"], histories=histories)
     with pytest.raises(error, match=pattern):
         validate_histories(["weather"], histories)
 
