@@ -172,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         models[f"model [{encoder}]"] = embeddings
         # Each its own embedded Chroma store: the fitted one also holds the 10 examples.
         retrievers[f"dense [{encoder}]"] = QTARetriever(
+            tools=data.catalog,
+            embeddings=embeddings,
+            rewriter=None,
+            k=args.k,
+            settings=RetrievalSettings(fusion=FusionWeights()),
+        )
+        # The zero-label base: what QTARetriever(tools=...) does before any label.
+        retrievers[f"base [{encoder}]"] = QTARetriever(
             tools=data.catalog, embeddings=embeddings, rewriter=None, k=args.k
         )
         fitted = QTARetriever(tools=data.catalog, embeddings=embeddings, rewriter=None, k=args.k)
@@ -187,13 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             times[name] += _time_invoke(retrievers[name], [query], clear_cache=False)
     single = {name: _percentiles(t) for name, t in times.items()}
     ratios = {
-        f"fitted / dense [{e}]": single[f"fitted [{e}]"]["median_ms"]
+        f"{mode} / dense [{e}]": single[f"{mode} [{e}]"]["median_ms"]
         / single[f"dense [{e}]"]["median_ms"]
         for e in args.encoders
+        for mode in ("base", "fitted")
     }
     base = args.encoders[0]
     for encoder in args.encoders[1:]:
-        for mode in ("dense", "fitted"):
+        for mode in ("dense", "base", "fitted"):
             ratios[f"{mode} {base} / {encoder}"] = (
                 single[f"{mode} [{base}]"]["median_ms"] / single[f"{mode} [{encoder}]"]["median_ms"]
             )

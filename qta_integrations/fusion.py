@@ -449,19 +449,20 @@ def _objectives(
     return total / max(len(golds), 1)
 
 
-FREE_SHRINKAGE = 3.0
+FREE_SHRINKAGE = 10.0
 """How strongly a fit holds the label-free weights to the base: moving one by its signal's
 whole grid costs ``FREE_SHRINKAGE / n`` of the objective (n labelled examples; the objective
 counts up to 3 per example), so fewer labels must gain more. The base was chosen on hundreds
 of queries over five catalogues; a handful of labels rarely says better."""
 
-LABEL_SHRINKAGE = 1.0
-"""The same for the label signals, held to 0."""
+LABEL_SHRINKAGE = 3.0
+"""The same for the label signals, held to 0 (measured on the development suite: at 1, the
+tool-disjoint protocol's worst draw on MTRB-RestBench fell 6 points below the base; at 3, 3)."""
 
 UNCOVERED_TOLERANCE = 0.0
 """How much of the objective (per example, times n) the uncovered view may lose to the labels."""
 
-LABEL_GATE_GRID: tuple[float | None, ...] = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.15)
+LABEL_GATE_GRID: tuple[float | None, ...] = (-0.1, -0.05, 0.0, 0.05, 0.1)
 """The label gate thresholds a fit tries (None would let the label signals always count)."""
 
 
@@ -497,12 +498,13 @@ class FusionFit:
         return {**asdict(self), "weights": self.weights.to_dict()}
 
 
-def _best(scores: np.ndarray, allowed: np.ndarray, *, fallback: int) -> int:
-    """The allowed row with the best score; ties go to the first (the closest to the base)."""
+def _best(scores: np.ndarray, allowed: np.ndarray, cost: np.ndarray, *, fallback: int) -> int:
+    """The allowed row with the best score; ties go to the smallest ``cost`` (the shrinkage)."""
     if not allowed.any():
         return fallback
     candidates = np.flatnonzero(allowed)
-    return int(candidates[np.argmax(scores[candidates])])
+    order = np.lexsort((cost[candidates], -np.round(scores[candidates], 12)))
+    return int(candidates[order[0]])
 
 
 def fit_weights(
@@ -583,7 +585,8 @@ def fit_weights(
     # 1. What needs no labels: it scores both views alike, so what the labels teach about it
     #    transfers to every tool. Away from the base only on evidence (the shrinkage).
     free_score = covered - penalty_free
-    free = _best(free_score, no_labels & (free_score > free_score[0] + 1e-12), fallback=0)
+    moved = distance[:, ~from_labels[1:]].sum(axis=1)
+    free = _best(free_score, no_labels & (free_score > free_score[0] + 1e-12), moved, fallback=0)
     # 2. What the labels add on top, gated per query, for the traffic the labels predict.
     same_free = (vectors[:, ~from_labels] == vectors[free, ~from_labels]).all(axis=1)
     with_labels = same_free & ~no_labels
@@ -592,7 +595,7 @@ def fit_weights(
     tried_gates = (
         list(LABEL_GATE_GRID if gates is None else gates) if margins is not None else [None]
     )
-    best: tuple[float, int, float | None] | None = None
+    best: tuple[float, int, float | None, float] | None = None
     scores_at: dict[tuple[int, float | None], tuple[float, float | None]] = {}
     free_unc = float(_objectives(unc_matrices, golds, vectors[[free]])[0]) if unc_matrices else None
     rows = np.flatnonzero(with_labels)
@@ -617,9 +620,16 @@ def fit_weights(
             allowed = np.ones(len(rows), dtype=bool)
             mix = cov
         mix = mix - penalty_labels[rows]
+        weight = vectors[rows][:, from_labels].sum(axis=1)
         for j in np.flatnonzero(allowed & (mix > free_mix + 1e-12)):
-            if best is None or mix[j] > best[0] + 1e-12:
-                best = (float(mix[j]), int(rows[j]), threshold)
+            # Ties go to the smaller label weights, then to the first gate tried.
+            key = (float(mix[j]), -float(weight[j]))
+            if (
+                best is None
+                or key[0] > best[0] + 1e-12
+                or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[3] + 1e-12)
+            ):
+                best = (key[0], int(rows[j]), threshold, key[1])
                 scores_at[(int(rows[j]), threshold)] = (
                     float(cov[j]),
                     None if unc is None else float(unc[j]),
@@ -628,13 +638,15 @@ def fit_weights(
         chosen_row, gate = free, None
         score, unc_score = float(covered[free]), free_unc
     else:
-        _, chosen_row, gate = best
+        _, chosen_row, gate, _ = best
         score, unc_score = scores_at[(chosen_row, gate)]
     chosen = (
         default
         if chosen_row == 0
         else FusionWeights(
             {
+                # A signal the fit could not score keeps the base's weight.
+                **default.weights,
                 ANCHOR: 1.0,
                 **{a: float(v) for a, v in zip(available, vectors[chosen_row, 1:], strict=True)},
             },

@@ -17,6 +17,7 @@ import pytest
 from langchain_core.vectorstores import InMemoryVectorStore
 from llama_index.core import VectorStoreIndex
 
+import qta_integrations.fusion as fusion_module
 from qta_integrations import QTARetriever
 from qta_integrations.adapter import MANIFEST_NAME
 from qta_integrations.embeddings import to_llama_index_embeddings
@@ -57,6 +58,14 @@ BACKENDS = ["chroma", "in_memory_vectorstore", "llama_index", "exact"]
 
 def _tool_dicts() -> list[dict[str, str]]:
     return [dict(t) for t in TOOLS]
+
+
+@pytest.fixture(autouse=True)
+def no_shrinkage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about what the held-out views let a fit see, on three to six examples;
+    how strongly a fit holds to its base is tested on its own (test_lexical_base.py)."""
+    monkeypatch.setattr(fusion_module, "FREE_SHRINKAGE", 0.0)
+    monkeypatch.setattr(fusion_module, "LABEL_SHRINKAGE", 0.0)
 
 
 @pytest.fixture
@@ -210,6 +219,8 @@ class SpySignal(Signal):
 
 
 def _exact_pipeline(**kwargs: Any) -> QTAPipeline:
+    # A dense base: these tests are about what the labels add to it.
+    kwargs.setdefault("fusion", FusionWeights())
     catalog = ToolCatalog.from_dicts(_tool_dicts())
     return QTAPipeline(catalog, ExactToolIndex(KeywordEmbeddings()), None, **kwargs)
 
@@ -237,8 +248,9 @@ def test_an_example_whose_only_evidence_is_itself_keeps_the_default_weights() ->
 
 
 def test_the_exclusion_is_what_keeps_the_default() -> None:
-    # Control: the same fit with each example allowed to see itself learns to trust memory.
-    pipeline = _exact_pipeline()
+    # Control: the same fit with each example allowed to see itself learns to trust memory
+    # (ungated, as label_fit="labelled" may: the gate reads the exclusions too).
+    pipeline = _exact_pipeline(label_fit="labelled")
     pipeline.signals["memory"] = SpySignal(pipeline.signals["memory"], ignore_exclude=True)
     pipeline.add_examples(SELF_ONLY)
     assert pipeline.fusion.memory > 0

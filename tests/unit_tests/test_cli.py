@@ -138,7 +138,7 @@ def test_eval_mtrb_prints_the_paper_rows(
         (["eval", "--dataset", "mtrb-restbench", "--tools", "t.json"], "not both"),
         (
             ["eval", "--dataset", "mtrb-restbench", "--method", "dense", "sparse"],
-            "Unknown method(s) ['sparse']; choose from: dense, bm25, hybrid, qta, qta-paper.",
+            "Unknown method(s) ['sparse']; choose from: dense, bm25, hybrid, base, qta, qta-paper.",
         ),
         (
             ["eval", "--dataset", "mtrb-restbench", "--method", "dense", "--adapter", "x"],

@@ -123,3 +123,52 @@ def test_the_coverage_estimate_counts_labels_whose_tools_another_label_names(
     memory = ExampleMemory()
     memory.add(labels)
     assert memory.coverage() == pytest.approx(expected)
+
+
+def _gold_second() -> dict[str, object]:
+    from qta_integrations.signals import SignalScores
+
+    # Dense ranks the gold "g" second; the memory knows it.
+    return {
+        "dense": SignalScores({"o": 1.0, "g": 0.0}, 0.0),
+        "memory": SignalScores({"g": 1.0}, 0.0),
+    }
+
+
+def test_the_fit_holds_to_the_base_and_fewer_labels_hold_it_harder() -> None:
+    from qta_integrations.fusion import fit_weights
+
+    base = FusionWeights.base()
+    grid = {"memory": (0.0, 2.5)}
+    one = fit_weights([_gold_second()], [["g"]], default=base, grid=grid)
+    assert one.weights is base  # one example: its gain does not pay for the distance
+    free = fit_weights([_gold_second()], [["g"]], default=base, grid=grid, shrinkage=(0.0, 0.0))
+    assert free.weights.weight("memory") == 2.5  # the same evidence, without the shrinkage
+    many = fit_weights([_gold_second()] * 20, [["g"]] * 20, default=base, grid=grid)
+    assert many.weights.weight("memory") == 2.5  # twenty examples saying the same: it moves
+    assert many.weights.weight("lexical") == base.weight("lexical")  # the base's own, kept
+
+
+def test_labels_without_support_leave_the_zero_label_base() -> None:
+    from qta_integrations import QTAPipeline, ToolCatalog
+    from qta_integrations.stores import ExactToolIndex
+    from qta_integrations.testing import KeywordEmbeddings
+
+    from ..conftest import TOOLS
+
+    pipeline = QTAPipeline(
+        ToolCatalog.from_dicts([dict(t) for t in TOOLS]), ExactToolIndex(KeywordEmbeddings()), None
+    )
+    # Each example names a tool no other example names: nothing held out supports a label.
+    pipeline.add_examples(
+        [
+            {"query": "email me about oslo", "tools": ["weather"]},
+            {"query": "translate apple", "tools": ["stock_quote"]},
+            {"query": "calendar for bob", "tools": ["email"]},
+        ]
+    )
+    assert pipeline.fusion == FusionWeights.base()
+    assert pipeline.settings.base == FusionWeights.base()
+    assert pipeline.last_fit is not None and pipeline.last_fit.coverage == 0.0
+    pipeline.remove_examples([e.query for e in pipeline.memory])
+    assert pipeline.fusion == FusionWeights.base()  # no labels: back to the base
