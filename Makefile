@@ -44,8 +44,9 @@ $(VENV)/.installed: $(VENV)/.runtime
 	touch $@
 
 ## The main job: learn from the 10 labelled MTRB-RestBench training queries (seconds), then
-## print the test table: dense, BM25, a fixed hybrid and the fitted retriever (all, covered and
-## uncovered queries), the same fitted for labelled tools alone, and the tool-disjoint protocol.
+## print the test table: dense, BM25, the zero-label base and the fitted retriever beside it
+## (all, covered and uncovered queries), the same fitted for labelled tools alone, and the
+## tool-disjoint protocol (fitted against the base).
 eval: runtime
 	@if [ -n "$$QTA_MTRB_DIR" ]; then \
 		echo "MTRB data: $$QTA_MTRB_DIR"; \
@@ -55,7 +56,7 @@ eval: runtime
 			"downloads the public test sets at a pinned commit, checksummed.)"; \
 	fi
 	$(BIN)/qta train --dataset mtrb-restbench --no-dpo --output runs/restbench-fitted
-	$(BIN)/qta eval --dataset mtrb-restbench --method dense bm25 hybrid qta \
+	$(BIN)/qta eval --dataset mtrb-restbench --method dense bm25 base qta \
 		--adapter runs/restbench-fitted --k 5 10 --tool-disjoint 10 --no-progress
 	$(BIN)/qta train --dataset mtrb-restbench --no-dpo --label-fit labelled \
 		--output runs/restbench-fitted-labelled

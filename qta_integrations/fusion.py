@@ -118,8 +118,12 @@ def gate_opening(margin: float, threshold: float | None) -> float:
     ``margin``.
 
     Example:
-        >>> [gate_opening(m, 0.0) for m in (-0.2, 0.0, 0.02, 0.2)]
-        [0.0, 0.5, 0.7, 1.0]
+        .. code-block:: python
+
+            from qta_integrations.fusion import gate_opening
+
+            print([round(gate_opening(m, 0.0), 2) for m in (-0.2, 0.0, 0.02, 0.2)])
+            # [0.0, 0.5, 0.7, 1.0]
     """
     if threshold is None:
         return 1.0
