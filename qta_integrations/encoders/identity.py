@@ -75,7 +75,7 @@ def identity_key(identity: dict[str, str]) -> str:
 
 
 def _model_name(path: str) -> str:
-    from qta_integrations.embeddings import default_embedding_model_path
+    from qta_integrations.models import default_embedding_model_path
 
     try:
         default = default_embedding_model_path()

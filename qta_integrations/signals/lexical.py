@@ -32,15 +32,21 @@ def bm25_scores(
     index: BM25ToolIndex,
     queries: Sequence[str],
     depth: int,
-    scale: Sequence[float] | None = None,
+    *,
+    trusted: bool = False,
 ) -> list[SignalScores]:
     """BM25 scores standardised over the whole catalogue; the top ``depth`` tools kept.
 
-    ``scale`` multiplies each query's standardised scores (default 1).
+    With ``trusted``, each query's standardised scores are scaled by its `match_trust`.
     """
     ids = index.ids
     out = []
-    for position, row in enumerate(index.scores(list(queries))):
+    if trusted:
+        matrix, coverage = index.scores_and_coverage(list(queries))
+        scale = _trust(coverage)
+    else:
+        matrix, scale = index.scores(list(queries)), None
+    for position, row in enumerate(matrix):
         spread = float(row.std())
         z = (row - row.mean()) / (spread if spread > 1e-9 else 1.0)
         if scale is not None:
@@ -56,7 +62,10 @@ def match_trust(index: BM25ToolIndex, queries: Sequence[str]) -> np.ndarray:
 
     Non-decreasing in the query's match coverage (`BM25ToolIndex.match_coverage`), in [0, 1].
     """
-    coverage = index.match_coverage(list(queries))
+    return _trust(index.match_coverage(list(queries)))
+
+
+def _trust(coverage: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, coverage / FULL_TRUST_COVERAGE)
 
 
@@ -78,6 +87,4 @@ class LexicalSignal(Signal):
         """Standardised, trust-scaled BM25 scores of the top ``depth`` tools, for every query."""
         if not context.queries:
             return []
-        index = self._index()
-        trust = match_trust(index, context.queries)
-        return bm25_scores(index, context.queries, context.depth, scale=trust.tolist())
+        return bm25_scores(self._index(), context.queries, context.depth, trusted=True)

@@ -203,26 +203,19 @@ class BM25ToolIndex(ScoredToolIndex):
         copy._rebuild()
         return copy
 
+    def _query_tokens(self, queries: Sequence[str]) -> list[list[str]]:
+        if self._model is None:
+            msg = "The BM25 index is empty: call add_tools(...) before searching."
+            raise RuntimeError(msg)
+        return self._tokenize(queries)
+
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """BM25 score of each query against each tool, shape ``(len(queries), n_tools)``.
 
         Raises:
             RuntimeError: if no tool has been added yet.
         """
-        if self._model is None:
-            msg = "The BM25 index is empty: call add_tools(...) before searching."
-            raise RuntimeError(msg)
-        tokens = self._tokenize(queries)
-        with self._lock:
-            n = len(self._ids)
-            # A query with no indexable word (all stopwords) scores 0 everywhere.
-            rows = [
-                np.asarray(self._model.get_scores(t), dtype=np.float32)
-                if t
-                else np.zeros(n, dtype=np.float32)
-                for t in tokens
-            ]
-        return np.stack(rows) if rows else np.zeros((0, len(self._ids)), dtype=np.float32)
+        return self._scores_of(self._query_tokens(queries))
 
     def match_coverage(self, queries: Sequence[str]) -> np.ndarray:
         """For each query, the largest share of its idf mass that one tool's words hold.
@@ -236,10 +229,26 @@ class BM25ToolIndex(ScoredToolIndex):
         Raises:
             RuntimeError: if no tool has been added yet.
         """
-        if self._model is None:
-            msg = "The BM25 index is empty: call add_tools(...) before searching."
-            raise RuntimeError(msg)
-        tokens = self._tokenize(queries)
+        return self._coverage_of(self._query_tokens(queries))
+
+    def scores_and_coverage(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`scores` and `match_coverage` of the same queries, tokenised once."""
+        tokens = self._query_tokens(queries)
+        return self._scores_of(tokens), self._coverage_of(tokens)
+
+    def _scores_of(self, tokens: list[list[str]]) -> np.ndarray:
+        with self._lock:
+            n = len(self._ids)
+            # A query with no indexable word (all stopwords) scores 0 everywhere.
+            rows = [
+                np.asarray(self._model.get_scores(t), dtype=np.float32)
+                if t
+                else np.zeros(n, dtype=np.float32)
+                for t in tokens
+            ]
+        return np.stack(rows) if rows else np.zeros((0, n), dtype=np.float32)
+
+    def _coverage_of(self, tokens: list[list[str]]) -> np.ndarray:
         with self._lock:
             presence, vocabulary = self._presence_matrix()
         n = presence.shape[0]
