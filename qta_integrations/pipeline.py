@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import qta_integrations.fusion as fusion_module
 from qta_integrations.embeddings import resolve_embeddings
 from qta_integrations.fusion import LABEL_GATE_GRID, FusionFit, FusionWeights, fuse
 from qta_integrations.memory import ExampleMemory, LabelledExample, parse_examples
@@ -509,6 +510,9 @@ class QTAPipeline:
             coverage=self.memory.coverage() if safe else None,
             # For labelled traffic alone the labels may also count ungated.
             gates=None if safe else (None, *LABEL_GATE_GRID),
+            shrinkage=None
+            if self.settings.label_shrinkage is None
+            else (fusion_module.FREE_SHRINKAGE, self.settings.label_shrinkage),
         )
         self.settings = self.settings.replace(fusion=fit.weights, base=start)
         self.last_fit = fit
@@ -969,7 +973,10 @@ class QTAPipeline:
         always = chosen.always_include
         order = [t for t in result.tools if t.tool.id not in always]
         if context_query is not None:
-            [context] = yield _Step("tools", [context_query], pool)
+            # The context is retrieved the same way, so both lists are on one scale (raw
+            # similarities for dense-only weights, fused scores otherwise).
+            [found] = yield from self._retrieval_steps([context_query], pool, [()], uncut)
+            context = [ToolHit(t.tool.id, t.score) for t in found.tools]
             fused = fuse_hits(
                 [ToolHit(t.tool.id, t.score) for t in order],
                 [[h for h in context if h.tool_id not in always]],

@@ -50,6 +50,8 @@ class RetrievalSettings:
             ``fusion`` (its label signals dropped), recorded here by the first fit.
         selection: Which of the ranked tools are returned: a fixed top ``k`` (the default), a
             score cut-off, tools always included; see `qta_integrations.selection`.
+        label_shrinkage: How strongly a fit holds the label weights to 0 (None: the default,
+            `qta_integrations.fusion.LABEL_SHRINKAGE`); lower for labels you trust.
         label_fit: How `QTAPipeline.fit_fusion` weighs what the labels teach: ``"safe"`` (the
             default) never trades held-out queries about unlabelled tools for labelled ones;
             ``"labelled"`` maximises held-out labelled queries alone.
@@ -88,6 +90,16 @@ class RetrievalSettings:
         default_factory=ToolSelection,
         metadata={"help": "Top k, a score cut-off, and tools always included."},
     )
+    label_shrinkage: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "How strongly a fit holds the label weights to 0: a whole grid span costs "
+                "label_shrinkage / n of the held-out score (n examples). None: "
+                "fusion.LABEL_SHRINKAGE (3). Lower it for labels you trust to cover traffic."
+            )
+        },
+    )
     label_fit: str = field(
         default="safe",
         metadata={
@@ -121,6 +133,13 @@ class RetrievalSettings:
                 f"base holds the weights used without labels, got label signals in {self.base!r}"
                 "; use base.without_labels()."
             )
+            raise ValueError(msg)
+        if self.label_shrinkage is not None and (
+            isinstance(self.label_shrinkage, bool)
+            or not isinstance(self.label_shrinkage, (int, float))
+            or not self.label_shrinkage >= 0
+        ):
+            msg = f"label_shrinkage must be a number >= 0 or None, got {self.label_shrinkage!r}."
             raise ValueError(msg)
         if self.label_fit not in LABEL_FITS:
             msg = f"label_fit must be one of {list(LABEL_FITS)}, got {self.label_fit!r}."
