@@ -34,6 +34,7 @@ from qta_integrations.signals import (
     build_signal,
     build_signals,
     registered_signals,
+    standardise,
 )
 from qta_integrations.stores import (
     BM25ToolIndex,
@@ -973,15 +974,14 @@ class QTAPipeline:
         always = chosen.always_include
         order = [t for t in result.tools if t.tool.id not in always]
         if context_query is not None:
-            # The context is retrieved the same way, so both lists are on one scale (raw
-            # similarities for dense-only weights, fused scores otherwise).
-            [found] = yield from self._retrieval_steps([context_query], pool, [()], uncut)
-            context = [ToolHit(t.tool.id, t.score) for t in found.tools]
-            fused = fuse_hits(
-                [ToolHit(t.tool.id, t.score) for t in order],
-                [[h for h in context if h.tool_id not in always]],
-                alpha=context_weight,
-            )
+            [context] = yield _Step("tools", [context_query], pool)
+            ranked = [ToolHit(t.tool.id, t.score) for t in order]
+            context = [h for h in context if h.tool_id not in always]
+            if not (self.settings.fusion.dense_only and not uncut.cuts):
+                # The query's scores are fused ones, the context's similarities: fuse_hits
+                # adds them, so both are standardised first.
+                ranked, context = _standardised(ranked), _standardised(context)
+            fused = fuse_hits(ranked, [context], alpha=context_weight)
             reached = {t.tool.id: t for t in order}
             order = [
                 replace(reached[h.tool_id], score=h.score)
@@ -1047,3 +1047,9 @@ class QTAPipeline:
         queries: Sequence[str], histories: Sequence[Sequence[str]] | None
     ) -> list[tuple[str, ...]]:
         return validate_histories(queries, histories)
+
+
+def _standardised(hits: Sequence[ToolHit]) -> list[ToolHit]:
+    """``hits`` with their scores z-scored over the list (one scale for lists to be fused)."""
+    scores = standardise([(h.tool_id, h.score) for h in hits], normalize=True).scores
+    return [ToolHit(h.tool_id, scores[h.tool_id]) for h in hits]
