@@ -599,14 +599,12 @@ def fit_weights(
     tried_gates = (
         list(LABEL_GATE_GRID if gates is None else gates) if margins is not None else [None]
     )
-    best: tuple[float, int, float | None, float] | None = None
-    scores_at: dict[tuple[int, float | None], tuple[float, float | None]] = {}
+    # The best so far: (score, -label weight, row, gate, covered score, uncovered score).
+    best: tuple[float, float, int, float | None, float, float | None] | None = None
     free_unc = float(_objectives(unc_matrices, golds, vectors[[free]])[0]) if unc_matrices else None
     rows = np.flatnonzero(with_labels)
     free_mix = share * covered[free] + ((1.0 - share) * free_unc if free_unc is not None else 0.0)
-    for threshold in tried_gates:
-        if not len(rows):
-            break
+    for threshold in tried_gates if len(rows) else []:
         cov = _objectives(
             matrices, golds, vectors[rows], _gate_scales(margins, threshold, from_labels, n)
         )
@@ -631,19 +629,15 @@ def fit_weights(
             if (
                 best is None
                 or key[0] > best[0] + 1e-12
-                or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[3] + 1e-12)
+                or (abs(key[0] - best[0]) <= 1e-12 and key[1] > best[1] + 1e-12)
             ):
-                best = (key[0], int(rows[j]), threshold, key[1])
-                scores_at[(int(rows[j]), threshold)] = (
-                    float(cov[j]),
-                    None if unc is None else float(unc[j]),
-                )
+                unc_j = None if unc is None else float(unc[j])
+                best = (*key, int(rows[j]), threshold, float(cov[j]), unc_j)
     if best is None:
         chosen_row, gate = free, None
         score, unc_score = float(covered[free]), free_unc
     else:
-        _, chosen_row, gate, _ = best
-        score, unc_score = scores_at[(chosen_row, gate)]
+        _, _, chosen_row, gate, score, unc_score = best
     chosen = (
         default
         if chosen_row == 0
